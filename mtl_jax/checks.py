@@ -1,0 +1,114 @@
+"""Checks of user input on the host, before anything is compiled or written.
+
+Each check raises ``ValueError`` (or ``KeyError`` for a missing key) naming the task,
+the key, and what was expected against what was seen.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax
+import jax
+import numpy as np
+
+from mtl_jax.tasks import EXAMPLE_MASK_KEY, Task
+
+InputKey = str | tuple[str, ...]
+
+
+def check_tasks(model, tasks: Sequence[Task]) -> None:
+    """Task names are unique and the model has a head for each of them."""
+    names = [t.name for t in tasks]
+    if not names:
+        raise ValueError("no tasks given")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"task names must be unique; repeated: {duplicates}")
+    heads = getattr(model, "task_names", None)
+    if heads is not None:
+        unknown = [n for n in names if n not in heads]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}: the model has heads only for {list(heads)}")
+
+
+def _input_keys(input_key: InputKey) -> tuple[str, ...]:
+    return (input_key,) if isinstance(input_key, str) else tuple(input_key)
+
+
+def check_inputs(arrays: Mapping[str, Any], input_key: InputKey, where: str = "data") -> None:
+    """The input keys are present and floating-point inputs are finite."""
+    for key in _input_keys(input_key):
+        if key not in arrays:
+            raise KeyError(f"{where}: input key {key!r} missing; keys seen: {sorted(arrays)}")
+        x = np.asarray(arrays[key])
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+            raise ValueError(f"{where}: input {key!r} has non-finite values in {bad} example(s)")
+
+
+def _expected_target_shape(task: Task, target: np.ndarray) -> str | None:
+    """A description of the expected shape if ``target`` does not fit ``task``, else None."""
+    n = target.shape[0]
+    if task.kind == "regression":
+        ok = target.shape == (n, task.output_dim) or (task.output_dim == 1 and target.shape == (n,))
+        return None if ok else f"(N,{' ' + str(task.output_dim) if task.output_dim > 1 else ''})"
+    if task.kind in ("classification", "binary"):
+        return None if target.ndim == 1 else "(N,)"
+    if task.kind == "multilabel":
+        return None if target.shape == (n, task.output_dim) else f"(N, {task.output_dim})"
+    return None if target.ndim == 3 else "(N, H, W)"
+
+
+def check_targets(tasks: Sequence[Task], arrays: Mapping[str, Any], where: str = "data") -> None:
+    """Every task's target is present, has the right shape, dtype and label range."""
+    for task in tasks:
+        key = task.target_key
+        if key not in arrays:
+            raise KeyError(f"{where}: task {task.name!r} needs target key {key!r}, which is missing; "
+                           f"keys seen: {sorted(k for k in arrays if k != EXAMPLE_MASK_KEY)}")
+        target = np.asarray(arrays[key])
+        expected = _expected_target_shape(task, target)
+        if expected is not None:
+            raise ValueError(f"{where}: task {task.name!r} ({task.kind}) expects target {key!r} of shape "
+                             f"{expected}, got {target.shape}")
+        if task.integer_labels:
+            if not np.issubdtype(target.dtype, np.integer):
+                raise ValueError(f"{where}: task {task.name!r} needs integer labels in {key!r} (-1 for missing), "
+                                 f"got dtype {target.dtype}")
+            bad = (target < -1) | (target >= task.output_dim)
+            if bad.any():
+                raise ValueError(f"{where}: task {task.name!r}: {int(bad.sum())} label(s) in {key!r} outside "
+                                 f"[0, {task.output_dim}) (or -1 for missing), e.g. {target[bad].flat[0]}")
+        elif task.kind in ("binary", "multilabel"):
+            values = target[np.isfinite(target) & (target >= 0)] if np.issubdtype(target.dtype, np.floating) \
+                else target[target >= 0]
+            if not np.isin(values, (0, 1)).all():
+                raise ValueError(f"{where}: task {task.name!r}: labels in {key!r} must be 0 or 1 "
+                                 f"(NaN or -1 for missing), got e.g. {values[~np.isin(values, (0, 1))].flat[0]}")
+        elif np.isinf(target.astype(np.float64)).any():
+            raise ValueError(f"{where}: task {task.name!r}: target {key!r} has infinite values (use NaN for missing)")
+        if task.mask_key in arrays:
+            mask = np.asarray(arrays[task.mask_key])
+            if mask.shape != target.shape[: mask.ndim]:
+                raise ValueError(f"{where}: mask {task.mask_key!r} has shape {mask.shape}, which does not prefix "
+                                 f"target {key!r} of shape {target.shape}")
+
+
+def check_data(tasks: Sequence[Task], arrays: Mapping[str, Any], input_key: InputKey, where: str = "data") -> None:
+    """All checks of a dataset (dict of arrays) against the tasks and the input key."""
+    from mtl_jax.data.batching import num_examples
+
+    if num_examples(arrays) == 0:
+        raise ValueError(f"{where}: the dataset has no examples")
+    check_inputs(arrays, input_key, where)
+    check_targets(tasks, arrays, where)
+
+
+def check_input_shape(model, params, inputs, where: str = "inputs") -> None:
+    """The model with these parameters accepts inputs of this shape (checked abstractly, nothing runs)."""
+    example = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + np.shape(x)[1:], np.asarray(x).dtype), inputs)
+    try:
+        jax.eval_shape(lambda p, x: model.apply({"params": p}, x), params, example)
+    except (flax.errors.ScopeParamShapeError, TypeError, ValueError) as error:
+        shapes = jax.tree.map(lambda x: tuple(np.shape(x)), inputs)
+        raise ValueError(f"{where} of shape {shapes} do not fit the model's parameters: {error}") from None

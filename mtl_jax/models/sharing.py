@@ -1,0 +1,97 @@
+"""Hard sharing and task-specific branches: ``trunk -> [branch_t] -> head_t``.
+
+The contract every multi-task architecture in mtl_jax keeps:
+
+* ``model.apply(variables, inputs, train=...)`` returns ``{task: prediction}``;
+* ``model.apply(variables, inputs, method="represent")`` returns the *shared
+  representation* ``z`` (the trunk's output), and
+  ``model.apply(variables, z, method="predict_from")`` maps it to the predictions, so
+  feature-level gradient methods can differentiate with respect to ``z``;
+* ``model.param_owner(name)`` says who owns a top-level parameter collection entry:
+  ``"shared"`` or a task name (see :func:`param_labels`).
+
+For :class:`MultiTaskModel` the shared parameters are the trunk's (``params["trunk"]``);
+``branches_<task>`` and ``heads_<task>`` belong to their task.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+from flax.core import FrozenDict
+
+from mtl_jax.models.heads import head_for
+from mtl_jax.tasks import Task
+
+SHARED = "shared"
+
+
+class MultiTaskModel(nn.Module):
+    """A shared trunk, an optional branch per task, and one head per task.
+
+    Pass ``heads``/``branches`` as ``flax.core.FrozenDict`` (the builders below do) so the
+    model is hashable and its compiled steps are cached and reused.
+    """
+
+    trunk: nn.Module
+    heads: Mapping[str, nn.Module]
+    branches: Mapping[str, nn.Module] | None = None
+
+    def represent(self, x, train: bool = False):
+        return self.trunk(x, train=train)
+
+    def predict_from(self, z, train: bool = False):
+        out = {}
+        for name, head in self.heads.items():
+            branch = (self.branches or {}).get(name)
+            out[name] = head(branch(z, train=train) if branch is not None else z, train=train)
+        return out
+
+    def __call__(self, x, train: bool = False):
+        return self.predict_from(self.represent(x, train), train)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.heads)
+
+    def param_owner(self, name: str) -> str:
+        if name == "trunk":
+            return SHARED
+        for prefix in ("heads_", "branches_"):
+            if name.startswith(prefix) and name[len(prefix):] in self.heads:
+                return name[len(prefix):]
+        raise KeyError(f"parameter collection {name!r} belongs to no part of this MultiTaskModel")
+
+
+def hard_sharing(trunk: nn.Module, tasks: Sequence[Task], *, head_hidden: Sequence[int] = (),
+                 pool: str = "flatten", output_size: tuple[int, int] | None = None) -> MultiTaskModel:
+    """``trunk -> head_t`` for every task, each head chosen by :func:`head_for`."""
+    return MultiTaskModel(trunk, FrozenDict({t.name: head_for(t, hidden=head_hidden, pool=pool,
+                                                              output_size=output_size) for t in tasks}))
+
+
+def task_branches(shared: nn.Module, branches: Mapping[str, nn.Module], tasks: Sequence[Task], *,
+                  head_hidden: Sequence[int] = (), pool: str = "flatten",
+                  output_size: tuple[int, int] | None = None) -> MultiTaskModel:
+    """``shared layers -> branch_t -> head_t``: the shared layers are the trunk; branches are per task."""
+    unknown = sorted(set(branches) - {t.name for t in tasks})
+    if unknown:
+        raise ValueError(f"branches given for tasks {unknown} that are not among {[t.name for t in tasks]}")
+    base = hard_sharing(shared, tasks, head_hidden=head_hidden, pool=pool, output_size=output_size)
+    return MultiTaskModel(shared, base.heads, FrozenDict(branches))
+
+
+def param_labels(model: nn.Module, params: Mapping[str, Any]):
+    """A pytree like ``params`` whose leaves say ``"shared"`` or the owning task's name.
+
+    Usable directly with ``optax.multi_transform`` (e.g. a different learning rate for the
+    shared trunk) and by gradient methods that split shared from task-specific parameters.
+    """
+    return {name: jax.tree.map(lambda _, owner=model.param_owner(name): owner, sub)
+            for name, sub in params.items()}
+
+
+def shared_params(model: nn.Module, params: Mapping[str, Any]) -> dict:
+    """The shared part of ``params`` (top-level entries owned by ``"shared"``)."""
+    return {k: v for k, v in params.items() if model.param_owner(k) == SHARED}

@@ -1,0 +1,139 @@
+"""Shared trunks: the representation every task head reads.
+
+Image trunks return a feature map ``[B, h, w, C]`` (global heads flatten or pool it,
+dense heads decode it); the MLP and text trunks return ``[B, D]``. Integer images
+(``uint8``) are scaled to ``[0, 1]`` on entry.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def as_float_image(x):
+    """``uint8`` images to floats in [0, 1]; float inputs pass unchanged."""
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return x.astype(jnp.float32) / 255.0
+    return x.astype(jnp.float32)
+
+
+class MLP(nn.Module):
+    """Fully connected trunk: flatten, then ``Dense(f) -> ReLU [-> Dropout]`` per width."""
+
+    features: Sequence[int] = (256, 256)
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+        for width in self.features:
+            x = nn.relu(nn.Dense(width)(x))
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return x
+
+
+class SeedCNN(nn.Module):
+    """The seed's CNN: ``conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2``.
+
+    Returns the ``[B, H/4, W/4, 64]`` map; the seed's flatten happens in the heads
+    (``Head(pool="flatten")``), so dense heads can read the same map.
+    """
+
+    features: Sequence[int] = (32, 64)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = as_float_image(x)
+        for width in self.features:
+            x = nn.Conv(width, (3, 3), padding="SAME")(x)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        return x
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block with GroupNorm (no batch statistics to carry)."""
+
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        groups = min(8, self.features)
+        y = nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]))(x))
+        shortcut = x
+        if self.strides != 1 or x.shape[-1] != self.features:
+            shortcut = nn.Conv(self.features, (1, 1), strides=self.strides, use_bias=False)(y)
+        y = nn.Conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False)(y)
+        y = nn.relu(nn.GroupNorm(num_groups=groups)(y))
+        y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
+        return shortcut + y
+
+
+class ResNet(nn.Module):
+    """A small ResNet: a 3x3 stem, then stages of residual blocks (stride 2 between stages)."""
+
+    stage_sizes: Sequence[int] = (1, 1, 1)
+    widths: Sequence[int] = (32, 64, 128)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if len(self.stage_sizes) != len(self.widths):
+            raise ValueError(f"ResNet: stage_sizes {self.stage_sizes} and widths {self.widths} differ in length")
+        x = nn.Conv(self.widths[0], (3, 3), padding="SAME")(as_float_image(x))
+        for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+            for block in range(blocks):
+                x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
+        return nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]))(x))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer: self-attention then an MLP, both residual."""
+
+    num_heads: int
+    mlp_dim: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, mask, train: bool = False):
+        y = nn.LayerNorm()(x)
+        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout,
+                                            deterministic=not train)(y, y, mask=mask)
+        x = x + y
+        y = nn.Dense(self.mlp_dim)(nn.LayerNorm()(x))
+        y = nn.Dense(x.shape[-1])(nn.gelu(y))
+        y = nn.Dropout(self.dropout, deterministic=not train)(y)
+        return x + y
+
+
+class TextEncoder(nn.Module):
+    """Token ids ``[B, L]`` (0 = padding) to a ``[B, D]`` text representation.
+
+    ``layers=0`` is a bag of embeddings (mean over non-padding tokens); ``layers>0`` adds a
+    small transformer encoder with learned positions before the masked mean pool.
+    """
+
+    vocab_size: int
+    embed_dim: int = 64
+    layers: int = 0
+    num_heads: int = 4
+    mlp_dim: int = 128
+    max_length: int = 512
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, tokens, train: bool = False):
+        tokens = tokens.astype(jnp.int32)
+        present = tokens > 0
+        x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
+        if self.layers:
+            positions = self.param("positions", nn.initializers.normal(0.02), (self.max_length, self.embed_dim))
+            x = x + positions[: tokens.shape[1]]
+            attention_mask = nn.make_attention_mask(present, present)
+            for _ in range(self.layers):
+                x = EncoderLayer(self.num_heads, self.mlp_dim, self.dropout)(x, attention_mask, train)
+            x = nn.LayerNorm()(x)
+        weights = present[..., None].astype(x.dtype)
+        return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)

@@ -1,0 +1,96 @@
+"""The compiled steps: ``train_step(state, batch)``, ``eval_step(params, batch)``, ``predict_step``.
+
+Each is a pure function compiled once with ``jax.jit``; batches always have the same
+shapes (the last partial batch is padded and masked, see :mod:`mtl_jax.data.batching`),
+so nothing recompiles after the first step. Builders are cached on
+``(model, tasks, ...)`` so calling :func:`mtl_jax.train.loop.evaluate` twice reuses the
+compiled program.
+
+The train step computes per-task mean losses ``L_i`` over labelled elements, asks the
+weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
+optimizer. It returns the step's sufficient statistics (loss sums and counts, metric
+statistics of the pre-update forward pass) and the weights, all still on device.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_jax import metrics as metrics_lib
+from mtl_jax.tasks import Task, prepare, task_losses
+from mtl_jax.train.state import TrainState
+from mtl_jax.weighting.base import Weighting
+
+InputKey = str | tuple[str, ...]
+
+
+def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
+    """The model's inputs: ``batch[key]``, or a dict of several keys."""
+    if isinstance(input_key, str):
+        return batch[input_key]
+    return {k: batch[k] for k in input_key}
+
+
+def metric_stats(tasks: Sequence[Task], predictions, batch) -> dict:
+    """``{task: {metric: batch statistics}}`` for every task's metrics."""
+    out = {}
+    for task in tasks:
+        prediction, target, mask = prepare(task, predictions[task.name], batch)
+        out[task.name] = {m: metrics_lib.get_metric(m).stats(task, prediction, target, mask) for m in task.metrics}
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
+                    weighting: Weighting, input_key: InputKey = "image"):
+    """Returns the jitted ``train_step(state, batch) -> (state, outputs)``.
+
+    The state argument is donated: its buffers are reused for the new state, so keep
+    using the returned state, not the one passed in.
+    """
+
+    def train_step(state: TrainState, batch):
+        key = jax.random.fold_in(state.rng, state.step)
+        weight_key, dropout_key = jax.random.split(key)
+
+        def objective(params):
+            predictions = model.apply({"params": params}, select_inputs(batch, input_key), train=True,
+                                      rngs={"dropout": dropout_key})
+            losses, sums, counts = task_losses(tasks, predictions, batch)
+            weights, weighting_state = weighting.update(jax.lax.stop_gradient(losses), state.weighting_state,
+                                                        weight_key)
+            total = jnp.sum(jax.lax.stop_gradient(weights) * losses)
+            return total, (predictions, sums, counts, weights, weighting_state)
+
+        grads, (predictions, sums, counts, weights, weighting_state) = jax.grad(objective, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  opt_state=opt_state, weighting_state=weighting_state)
+        outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights,
+                   "grad_norm": optax.global_norm(grads), "stats": metric_stats(tasks, predictions, batch)}
+        return new_state, outputs
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=64)
+def make_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey = "image"):
+    """Returns the jitted ``eval_step(params, batch) -> outputs`` (loss sums/counts, metric stats)."""
+
+    def eval_step(params, batch):
+        predictions = model.apply({"params": params}, select_inputs(batch, input_key), train=False)
+        _, sums, counts = task_losses(tasks, predictions, batch)
+        return {"loss_sum": sums, "loss_count": counts, "stats": metric_stats(tasks, predictions, batch)}
+
+    return jax.jit(eval_step)
+
+
+@functools.lru_cache(maxsize=64)
+def make_predict_step(model: nn.Module):
+    """Returns the jitted ``predict_step(params, inputs) -> {task: raw output}``."""
+    return jax.jit(lambda params, inputs: model.apply({"params": params}, inputs, train=False))

@@ -1,0 +1,29 @@
+"""Static weighting: the fixed lambdas of ``L = sum_i lambda_i L_i``.
+
+The plain multi-task objective (e.g. the seed's ``mse + 0.5 * ce``). With every
+lambda equal to 1 it is equal weighting (EW), plain summed-loss training. Cost: none
+beyond one backward pass of the weighted sum. Stateless.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+
+from mtl_jax.weighting.base import Weighting
+
+
+def static(lambdas: Sequence[float]) -> Weighting:
+    """Constant weights ``lambdas`` (one per task, in task order)."""
+    weights = jnp.asarray(lambdas, jnp.float32)
+
+    def init(num_tasks: int):
+        if num_tasks != weights.shape[0]:
+            raise ValueError(f"static weighting has {weights.shape[0]} lambdas for {num_tasks} tasks")
+        return ()
+
+    def update(losses, state, key):
+        del key
+        return jnp.broadcast_to(weights, losses.shape), state
+
+    return Weighting(init, update)
