@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+import mtl_jax as mtl
+from mtl_jax.models import MLP, hard_sharing
+
+from conftest import toy_regression_classification
+
+TASKS = (mtl.regression("y"), mtl.classification("label", 3))
+MODEL = hard_sharing(MLP((8,)), TASKS)
+
+
+def _fit(data, tasks=TASKS, model=MODEL, **kwargs):
+    return mtl.fit(model, tasks, data, epochs=1, batch_size=8, input_key="x", progress=False, **kwargs)
+
+
+def test_missing_target_key_names_task_and_key():
+    data = toy_regression_classification(16)
+    del data["label"]
+    with pytest.raises(KeyError, match="task 'label' needs target key 'label'"):
+        _fit(data)
+
+
+def test_label_out_of_range_is_refused_with_the_range():
+    data = toy_regression_classification(16)
+    data["label"][3] = 3
+    with pytest.raises(ValueError, match=r"task 'label': 1 label\(s\) in 'label' outside \[0, 3\)"):
+        _fit(data)
+    data["label"] = data["label"].astype(np.float32)
+    with pytest.raises(ValueError, match="integer labels"):
+        _fit(data)
+
+
+def test_binary_labels_must_be_zero_or_one():
+    data = toy_regression_classification(16)
+    data["click"] = np.full(16, 2.0, np.float32)
+    tasks = TASKS + (mtl.binary("click"),)
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        _fit(data, tasks, hard_sharing(MLP((8,)), tasks))
+
+
+def test_unknown_task_and_duplicate_tasks_are_refused():
+    data = toy_regression_classification(16)
+    data["extra"] = data["y"]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['extra'\]"):
+        _fit(data, TASKS + (mtl.regression("extra"),))
+    with pytest.raises(ValueError, match="repeated"):
+        _fit(data, TASKS + (mtl.regression("y"),))
+
+
+def test_non_finite_inputs_are_refused():
+    data = toy_regression_classification(16)
+    data["x"][2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"input 'x' has non-finite values in 1 example"):
+        _fit(data)
+
+
+def test_wrong_target_shape_and_mismatched_lengths():
+    data = toy_regression_classification(16)
+    data["y"] = data["y"][:, None].repeat(2, 1)
+    with pytest.raises(ValueError, match=r"expects target 'y' of shape \(N,\)"):
+        _fit(data)
+    data = toy_regression_classification(16)
+    data["y"] = data["y"][:10]
+    with pytest.raises(ValueError, match="disagree on the number of examples"):
+        _fit(data)
+
+
+def test_wrong_input_shape_for_trained_parameters():
+    data = toy_regression_classification(16)
+    state, _ = _fit(data)
+    with pytest.raises(ValueError, match=r"inputs of shape \(16, 5\) do not fit"):
+        mtl.predict(MODEL, TASKS, state.params, data["x"][:, :5])
+    bad = dict(data, x=data["x"][:, :5])
+    with pytest.raises(ValueError, match="do not fit"):
+        mtl.evaluate(MODEL, TASKS, state.params, bad, input_key="x")
+
+
+def test_mask_shape_must_prefix_the_target():
+    data = toy_regression_classification(16)
+    data["y_mask"] = np.ones((16, 2))
+    with pytest.raises(ValueError, match="mask 'y_mask'"):
+        _fit(data)
