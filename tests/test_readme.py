@@ -1,0 +1,15 @@
+"""Runs the README's Python example (on a small dataset, one epoch) so the docs stay true."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs(data_dir, tmp_path, monkeypatch):
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    small = f"load_houses(train_size=64, validation_size=16, test_size=16, data_dir={str(data_dir)!r})"
+    assert "load_houses()" in code and "epochs=10" in code
+    code = code.replace("load_houses()", small).replace("epochs=10", "epochs=1, progress=False")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "training_progress.png").exists()
