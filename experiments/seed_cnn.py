@@ -57,6 +57,8 @@ def main() -> None:
           f"ratio {test['price/rmse'] / std:.2f})")
     print(f"test kind accuracy {test['kind/accuracy']:.3f}")
     print(f"wrote {Path(args.workdir) / 'training_progress.png'} in {time.time() - start:.0f} s")
+    met = test["kind/accuracy"] >= 0.9 and test["price/rmse"] <= 0.5 * std
+    print("targets (accuracy >= 0.9, RMSE <= 0.5 x price std):", "met" if met else "NOT met")
 
 
 if __name__ == "__main__":

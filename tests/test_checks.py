@@ -74,6 +74,8 @@ def test_wrong_input_shape_for_trained_parameters():
     bad = dict(data, x=data["x"][:, :5])
     with pytest.raises(ValueError, match="do not fit"):
         mtl.evaluate(MODEL, TASKS, state.params, bad, input_key="x")
+    with pytest.raises(ValueError, match="validation inputs of shape"):
+        _fit(data, validation=bad)
 
 
 def test_mask_shape_must_prefix_the_target():

@@ -89,6 +89,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         state = create_train_state(model, tasks, optimizer, weighting, select_inputs(first, input_key), seed)
     else:
         checks.check_input_shape(model, state.params, select_inputs(first, input_key), "train inputs")
+    if validation is not None:
+        checks.check_input_shape(model, state.params, select_inputs(validation, input_key), "validation inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key)
     history: History = {"epoch": []}
     bar = tqdm(total=epochs * steps_per_epoch(train, batch_size), disable=not _show_progress(progress),
@@ -109,9 +111,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                                      f"(step {int(state.step)}); lower the learning rate or check the targets")
         row = {f"train/{k}": v for k, v in summarize(tasks, outputs).items()}
         if validation is not None:
+            eval_step = make_eval_step(model, tasks, input_key)
             row.update({f"validation/{k}": v for k, v in
-                        evaluate(model, tasks, state.params, validation, eval_batch_size or batch_size,
-                                 input_key).items()})
+                        _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()})
         history["epoch"].append(epoch + 1)
         for key, value in row.items():
             history.setdefault(key, []).append(value)
@@ -127,7 +129,10 @@ def evaluate(model: nn.Module, tasks: Sequence[Task], params, data: Mapping[str,
     checks.check_tasks(model, tasks)
     checks.check_data(tasks, data, input_key)
     checks.check_input_shape(model, params, select_inputs(data, input_key))
-    eval_step = make_eval_step(model, tasks, input_key)
+    return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size)
+
+
+def _evaluate(eval_step, tasks, params, data, batch_size):
     return summarize(tasks, [eval_step(params, batch) for batch in batches(data, batch_size)])
 
 
