@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax import losses as losses_lib
+from mtl_jax import metrics as metrics_lib
 
 EXAMPLE_MASK_KEY = "_valid"
 
@@ -67,7 +68,9 @@ class Task:
         if self.kind in _INTEGER_KINDS and self.output_dim < 2:
             raise ValueError(f"task {self.name!r}: a {self.kind} task needs >= 2 classes")
         object.__setattr__(self, "metrics", tuple(self.metrics))
-        losses_lib.get_loss(self.loss)  # fail early on an unknown loss name
+        losses_lib.get_loss(self.loss)  # fail early on an unknown loss or metric name
+        for metric in self.metrics:
+            metrics_lib.get_metric(metric)
 
     @property
     def target_key(self) -> str:

@@ -94,5 +94,7 @@ def test_unknown_loss_and_bad_task_definitions_are_refused():
         mtl.regression("y", loss="msq")
     with pytest.raises(ValueError, match="unknown kind"):
         mtl.Task("y", "ranking", 1)
+    with pytest.raises(ValueError, match="unknown metric 'rmsee'"):
+        mtl.regression("y", metrics=("rmsee",))
     with pytest.raises(ValueError, match="identifier"):
         mtl.regression("bad/name")

@@ -71,7 +71,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
       weighting: a :class:`~mtl_jax.weighting.base.Weighting`; default the tasks' static lambdas.
       seed: fixes initialisation, dropout and the shuffling of every epoch.
-      state: continue from this state (its step counts on) instead of initialising.
+      state: continue from this state (its step counts on) instead of initialising. Its
+        buffers are donated to the compiled step: use the returned state, not this one.
 
     Raises:
       ValueError / KeyError: bad data or tasks (before anything is compiled).
