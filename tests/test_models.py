@@ -1,11 +1,10 @@
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.models import (MLP, Head, MultiTaskModel, PixelDecoder, ResNet, SeedCNN, TextEncoder, hard_sharing,
+from mtl_jax.models import (MLP, Head, PixelDecoder, ResNet, SeedCNN, TextEncoder, hard_sharing,
                             param_labels, shared_params, task_branches)
 
 TASKS = [mtl.regression("price"), mtl.regression("pos", 2), mtl.classification("kind", 3),

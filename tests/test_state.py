@@ -1,7 +1,6 @@
 """The train state is one pytree of arrays: it round-trips through an orbax checkpoint."""
 import chex
 import jax
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 

@@ -71,7 +71,7 @@ def test_same_seed_same_run_and_different_seed_different_run():
     model = hard_sharing(MLP((16,), dropout=0.2), TASKS)
     run = lambda seed: mtl.fit(model, TASKS, data, validation=data, epochs=2, batch_size=16, input_key="x",
                                seed=seed, progress=False)
-    (s1, h1), (s2, h2), (s3, h3) = run(0), run(0), run(1)
+    (s1, h1), (s2, h2), (_s3, h3) = run(0), run(0), run(1)
     chex.assert_trees_all_equal(s1.params, s2.params)
     assert h1 == h2
     assert h1["train/y/loss"] != h3["train/y/loss"]
