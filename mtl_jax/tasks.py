@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mtl_jax import losses as losses_lib
 from mtl_jax import metrics as metrics_lib
@@ -192,8 +193,6 @@ def task_outputs(task: Task, raw):
     the softmax. Binary and multilabel: ``{"probabilities", "labels"}`` from the sigmoid
     (threshold 0.5); binary probabilities have shape ``[N]``.
     """
-    import numpy as np
-
     raw = np.asarray(raw, np.float32)
     if task.kind in ("regression", "depth"):
         return raw[..., 0] if raw.shape[-1] == 1 else raw

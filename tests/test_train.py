@@ -123,3 +123,11 @@ def test_fit_continues_from_a_given_state():
     steps = int(state.step)
     more, _ = _fit(data, epochs=1, state=state)  # fit donates the state it is given
     assert int(more.step) == 2 * steps
+
+
+def test_repeated_fit_calls_reuse_the_compiled_step():
+    data = toy_regression_classification(16)
+    _fit(data, epochs=1)
+    before = make_train_step.cache_info().misses
+    _fit(data, epochs=1)
+    assert make_train_step.cache_info().misses == before

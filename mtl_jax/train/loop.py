@@ -30,6 +30,9 @@ from mtl_jax.weighting.static import static
 
 History = dict[str, list[float]]
 
+# Module-level so repeated fit() calls without an explicit optimizer reuse the compiled step.
+DEFAULT_OPTIMIZER = optax.adam(1e-3)
+
 
 class FitResult(NamedTuple):
     state: TrainState
@@ -83,8 +86,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     checks.check_data(tasks, train, input_key, "train")
     if validation is not None:
         checks.check_data(tasks, validation, input_key, "validation")
-    optimizer = optimizer or optax.adam(1e-3)
-    weighting = weighting or static(static_weights(tasks).tolist())
+    optimizer = optimizer or DEFAULT_OPTIMIZER
+    weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = next(batches(train, batch_size))
     if state is None:
         state = create_train_state(model, tasks, optimizer, weighting, select_inputs(first, input_key), seed)
@@ -93,6 +96,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     if validation is not None:
         checks.check_input_shape(model, state.params, select_inputs(validation, input_key), "validation inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key)
+    eval_step = make_eval_step(model, tasks, input_key)
     history: History = {"epoch": []}
     bar = tqdm(total=epochs * steps_per_epoch(train, batch_size), disable=not _show_progress(progress),
                unit="step", dynamic_ncols=True)
@@ -112,7 +116,6 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                                      f"(step {int(state.step)}); lower the learning rate or check the targets")
         row = {f"train/{k}": v for k, v in summarize(tasks, outputs).items()}
         if validation is not None:
-            eval_step = make_eval_step(model, tasks, input_key)
             row.update({f"validation/{k}": v for k, v in
                         _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()})
         history["epoch"].append(epoch + 1)

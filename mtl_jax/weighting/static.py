@@ -6,6 +6,7 @@ beyond one backward pass of the weighted sum. Stateless.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -14,7 +15,15 @@ from mtl_jax.weighting.base import Weighting
 
 
 def static(lambdas: Sequence[float]) -> Weighting:
-    """Constant weights ``lambdas`` (one per task, in task order)."""
+    """Constant weights ``lambdas`` (one per task, in task order).
+
+    Equal lambdas give the same :class:`Weighting` object, so compiled steps are reused.
+    """
+    return _static(tuple(float(w) for w in lambdas))
+
+
+@functools.lru_cache(maxsize=128)
+def _static(lambdas: tuple[float, ...]) -> Weighting:
     weights = jnp.asarray(lambdas, jnp.float32)
 
     def init(num_tasks: int):
