@@ -1,17 +1,28 @@
 """Training, evaluation and prediction loops around the compiled steps.
 
 ``fit`` runs epochs of padded, per-epoch-shuffled batches through the train step,
-evaluates on validation data after every epoch and returns the final state and a
-history ``{"train/<task>/<metric>": [per epoch], "validation/...": [...],
-"weight/<task>": [...], "epoch": [...]}``. Metrics are combined exactly over each
-epoch from the steps' statistics (:mod:`mtl_jax.metrics`); the host collects them
-once per epoch, so steps are dispatched without waiting on the device.
+evaluates on validation data after every epoch (and every ``eval_every_steps``) and
+returns the final state and a history ``{"train/<task>/<metric>": [per epoch],
+"validation/...": [...], "train/<task>/weight": [...], "epoch": [...]}``. Metrics are
+combined exactly over each epoch from the steps' statistics (:mod:`mtl_jax.metrics`).
+The host reads the device's outputs only at sync points (logging, evaluation,
+checkpoints, epoch ends), so steps are dispatched without waiting on the device.
+
+Given a ``workdir``, ``fit`` also keeps orbax checkpoints (:mod:`mtl_jax.train.checkpoint`),
+writes ``metrics.jsonl`` and TensorBoard events (:mod:`mtl_jax.train.writers`), the best
+checkpoint by a validation metric, ``history.json`` and PNG plots, and resumes exactly:
+a run interrupted at any point (even ``kill -9``) and resumed with ``resume=True`` ends
+with bitwise the same parameters, history and logs as an uninterrupted run.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
-from typing import Any, Mapping, NamedTuple, Sequence
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,12 +34,18 @@ from mtl_jax import checks
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
 from mtl_jax.tasks import Task, static_weights, task_outputs
+from mtl_jax.train.checkpoint import Checkpointer, abstract_of
+from mtl_jax.train.monitor import Monitor
+from mtl_jax.train.plots import plot_history, plot_task_weights
 from mtl_jax.train.state import TrainState, create_train_state
 from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make_train_step, select_inputs
+from mtl_jax.train.writers import MetricWriter, read_rows
 from mtl_jax.weighting.base import Weighting
 from mtl_jax.weighting.static import static
 
 History = dict[str, list[float]]
+NonFinitePolicy = Literal["raise", "skip"]
+SIGNATURE_FILE = "run_signature.json"
 
 # Module-level so repeated fit() calls without an explicit optimizer reuse the compiled step.
 DEFAULT_OPTIMIZER = optax.adam(1e-3)
@@ -40,11 +57,16 @@ class FitResult(NamedTuple):
 
 
 def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Exact epoch metrics ``{"<task>/loss", "<task>/<metric>", ...}`` from per-step outputs."""
-    outputs = jax.device_get(list(outputs))
+    """Exact epoch metrics ``{"<task>/loss", "<task>/<metric>", ...}`` from per-step outputs.
+
+    Steps flagged non-finite (skipped by the ``"skip"`` policy) are left out.
+    """
+    outputs = [o for o in jax.device_get(list(outputs)) if bool(o.get("finite", True))]
+    result = {}
+    if not outputs:
+        return {f"{t.name}/{name}": float("nan") for t in tasks for name in ("loss", *t.metrics)}
     loss_sum = np.sum([o["loss_sum"] for o in outputs], axis=0)
     loss_count = np.sum([o["loss_count"] for o in outputs], axis=0)
-    result = {}
     for i, task in enumerate(tasks):
         result[f"{task.name}/loss"] = float(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else float("nan")
         for name in task.metrics:
@@ -62,11 +84,62 @@ def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+def check_writable(workdir: str | Path) -> Path:
+    """Creates ``workdir`` and proves it writable, or raises a clear ``PermissionError``."""
+    path = Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
+                              "choose another --workdir") from error
+    return path
+
+
+def write_json(path: Path, value) -> None:
+    """Writes JSON to a temporary file and renames it: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def run_signature(tasks: Sequence[Task], abstract_state) -> dict:
+    """What a checkpoint's shape depends on: the tasks and every array's shape and dtype."""
+    leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    return {"tasks": {t.name: {"kind": t.kind, "output_dim": t.output_dim} for t in tasks},
+            "arrays": {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}" for path, leaf in leaves}}
+
+
+def signature_mismatch(saved: dict, current: dict) -> str | None:
+    """A readable description of how ``current`` differs from ``saved``, or None."""
+    problems = []
+    old_tasks, new_tasks = saved["tasks"], current["tasks"]
+    if list(old_tasks) != list(new_tasks):
+        problems.append(f"tasks were {list(old_tasks)}, now {list(new_tasks)}")
+    changed = [f"{name}: {old_tasks[name]} -> {new_tasks[name]}" for name in old_tasks
+               if name in new_tasks and old_tasks[name] != new_tasks[name]]
+    problems += [f"task {c}" for c in changed]
+    old, new = saved["arrays"], current["arrays"]
+    if not problems and old != new:
+        diffs = [f"{k}: {old.get(k, 'absent')} -> {new.get(k, 'absent')}"
+                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        problems.append(f"{len(diffs)} array shapes differ (model or optimizer changed), e.g. "
+                        + "; ".join(diffs[:4]))
+    return "; ".join(problems) or None
+
+
 def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray], *,
         validation: Mapping[str, np.ndarray] | None = None, epochs: int = 10, batch_size: int = 64,
         optimizer: optax.GradientTransformation | None = None, weighting: Weighting | None = None,
         seed: int = 0, input_key: InputKey = "image", eval_batch_size: int | None = None,
-        state: TrainState | None = None, progress: bool | None = None) -> FitResult:
+        state: TrainState | None = None, progress: bool | None = None,
+        workdir: str | Path | None = None, resume: bool = False, checkpoint_every_steps: int = 0,
+        keep_checkpoints: int = 3, best_metric: str | None = None, early_stopping_patience: int = 0,
+        min_delta: float = 0.0, eval_every_steps: int = 0, log_every_steps: int = 10,
+        nonfinite: NonFinitePolicy = "raise", learning_rate_fn: Callable[[int], float] | None = None,
+        tensorboard: bool = True) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -76,54 +149,206 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
       seed: fixes initialisation, dropout and the shuffling of every epoch.
       state: continue from this state (its step counts on) instead of initialising. Its
         buffers are donated to the compiled step: use the returned state, not this one.
+      workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, ``history.json`` and
+        plots go. Without it nothing is written.
+      resume: continue from the latest readable checkpoint in ``workdir``. Without it a
+        workdir that already holds checkpoints is refused.
+      checkpoint_every_steps: also checkpoint every N steps (0: at epoch ends only).
+      keep_checkpoints: how many latest checkpoints to keep.
+      best_metric: keep the best checkpoint by this validation metric (``"price/rmse"``).
+      early_stopping_patience: stop after this many evaluations without improvement of
+        ``best_metric`` by more than ``min_delta`` (0: never).
+      eval_every_steps: also evaluate on validation data every N steps (0: epoch ends only).
+      log_every_steps: write a step's losses, weights and gradient norm every N steps.
+      nonfinite: ``"raise"`` stops at a non-finite loss or gradient with an error naming
+        the tasks and the step; ``"skip"`` leaves the state unchanged for that step and
+        counts it (``history["skipped_steps"]``). No non-finite state is ever checkpointed.
+      learning_rate_fn: the optimizer's schedule, to log the learning rate.
 
     Raises:
-      ValueError / KeyError: bad data or tasks (before anything is compiled).
-      FloatingPointError: a task's training loss became non-finite (names the tasks and epoch).
+      ValueError / KeyError: bad data, tasks or options (before anything is compiled).
+      FileExistsError: ``workdir`` holds a run and ``resume`` is False.
+      PermissionError: ``workdir`` is not writable.
+      FloatingPointError: non-finite loss or gradient under ``nonfinite="raise"``.
     """
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
     checks.check_data(tasks, train, input_key, "train")
     if validation is not None:
         checks.check_data(tasks, validation, input_key, "validation")
+    if nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps),
+                        ("eval_every_steps", eval_every_steps), ("log_every_steps", log_every_steps)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    monitor = None
+    if best_metric or early_stopping_patience:
+        if not best_metric:
+            raise ValueError("early stopping needs best_metric, the validation metric it watches")
+        monitor = Monitor(best_metric, early_stopping_patience, min_delta)
+        if validation is None:
+            raise ValueError(f"best_metric {best_metric!r} needs validation data")
+        task_name, metric_name = monitor.metric.split("/")[1:]
+        task = next((t for t in tasks if t.name == task_name), None)
+        if task is None or metric_name not in ("loss", *task.metrics):
+            known = [f"{t.name}/{m}" for t in tasks for m in ("loss", *t.metrics)]
+            raise ValueError(f"best_metric {best_metric!r} is not reported; choose one of {known}")
+    if workdir is not None:
+        workdir = check_writable(workdir)
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = next(batches(train, batch_size))
-    if state is None:
-        state = create_train_state(model, tasks, optimizer, weighting, select_inputs(first, input_key), seed)
-    else:
-        checks.check_input_shape(model, state.params, select_inputs(first, input_key), "train inputs")
-    if validation is not None:
-        checks.check_input_shape(model, state.params, select_inputs(validation, input_key), "validation inputs")
+    example = select_inputs(first, input_key)
+    if state is not None:
+        checks.check_input_shape(model, state.params, example, "train inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key)
     eval_step = make_eval_step(model, tasks, input_key)
-    history: History = {"epoch": []}
-    bar = tqdm(total=epochs * steps_per_epoch(train, batch_size), disable=not _show_progress(progress),
+    spe = steps_per_epoch(train, batch_size)
+
+    meta = {"epoch": 0, "step_in_epoch": 0, "history": {"epoch": []}, "skipped_steps": 0,
+            "monitor": Monitor.init(), "stopped_early": False}
+    epoch_outputs: list = []
+    checkpointer = writer = None
+    if workdir is not None:
+        checkpointer = Checkpointer(workdir, keep_checkpoints)
+        abstract_state = jax.eval_shape(
+            lambda: create_train_state(model, tasks, optimizer, weighting, example, seed)) if state is None \
+            else abstract_of(state)
+        signature = run_signature(tasks, abstract_state)
+        steps = checkpointer.steps()
+        if steps and not resume:
+            raise FileExistsError(f"workdir {str(workdir)!r} already holds a run (checkpoints up to step "
+                                  f"{steps[-1]}); resume it (resume=True / --resume) or choose another workdir")
+        restored = None
+        if steps:
+            saved = json.loads((workdir / SIGNATURE_FILE).read_text()) if (workdir / SIGNATURE_FILE).exists() \
+                else None
+            problem = saved and signature_mismatch(saved, signature)
+            if problem:
+                raise ValueError(f"cannot resume {str(workdir)!r} with this configuration: {problem}. "
+                                 "Resume with the original tasks and model, or start a new workdir")
+            abstract_output = jax.eval_shape(train_step, abstract_state, first)[1]
+            restored = checkpointer.restore_latest(abstract_state, abstract_output)
+        if restored is not None:
+            state, meta, epoch_outputs = restored.state, restored.meta, restored.epoch_outputs
+        write_json(workdir / SIGNATURE_FILE, signature)
+        writer = MetricWriter(workdir, tensorboard, resume_step=restored.step if restored else None)
+    if state is None:
+        state = create_train_state(model, tasks, optimizer, weighting, example, seed)
+    if validation is not None:
+        checks.check_input_shape(model, state.params, select_inputs(validation, input_key), "validation inputs")
+
+    history: History = meta["history"]
+    host_step = int(state.step)
+    pending: list = []  # (step, device outputs) not yet read by the host
+
+    def sync():
+        """Reads pending outputs; logs every ``log_every_steps``; applies the non-finite policy."""
+        nonlocal pending
+        got = jax.device_get([out for _, out in pending])
+        for (step, _), out in zip(pending, got):
+            if not bool(out["finite"]):
+                if nonfinite == "raise":
+                    _raise_nonfinite(tasks, out, step, spe, checkpointer)
+                meta["skipped_steps"] += 1
+            epoch_outputs.append(out)
+            if writer is not None and log_every_steps and step % log_every_steps == 0:
+                writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
+        pending = []
+
+    def validate(step: int) -> dict:
+        result = {f"validation/{k}": v for k, v in
+                  _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()}
+        if monitor is not None:
+            meta["monitor"], improved = monitor.update(meta["monitor"], result[monitor.metric], step)
+            if improved and checkpointer is not None:
+                checkpointer.save_best(state, meta)
+        return result
+
+    def checkpoint():
+        if writer is not None:
+            writer.flush()
+        if checkpointer is not None:
+            checkpointer.save(state, meta, epoch_outputs)
+
+    bar = tqdm(total=epochs * spe, initial=min(host_step, epochs * spe), disable=not _show_progress(progress),
                unit="step", dynamic_ncols=True)
-    for epoch in range(epochs):
-        bar.set_description(f"epoch {epoch + 1}/{epochs}")
-        outputs = []
-        for batch in batches(train, batch_size, seed=seed, epoch=epoch):
-            state, out = train_step(state, batch)
-            outputs.append(out)
-            bar.update()
-        outputs = jax.device_get(outputs)
-        loss_sums = np.sum([o["loss_sum"] for o in outputs], axis=0)
-        bad = [t.name for t, total in zip(tasks, loss_sums) if not math.isfinite(total)]
-        if bad:
-            bar.close()
-            raise FloatingPointError(f"non-finite training loss for task(s) {bad} in epoch {epoch + 1} "
-                                     f"(step {int(state.step)}); lower the learning rate or check the targets")
-        row = {f"train/{k}": v for k, v in summarize(tasks, outputs).items()}
-        if validation is not None:
-            row.update({f"validation/{k}": v for k, v in
-                        _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()})
-        history["epoch"].append(epoch + 1)
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
-        bar.set_postfix({t.name: f"{row[f'train/{t.name}/loss']:.3g}" for t in tasks})
-    bar.close()
+    try:
+        while meta["epoch"] < epochs and not meta["stopped_early"]:
+            epoch = meta["epoch"]
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"]):
+                state, out = train_step(state, batch)
+                host_step += 1
+                meta["step_in_epoch"] += 1
+                pending.append((host_step, out))
+                bar.update()
+                end = meta["step_in_epoch"] == spe
+                at_log = log_every_steps and host_step % log_every_steps == 0
+                at_eval = validation is not None and eval_every_steps and host_step % eval_every_steps == 0
+                at_save = checkpoint_every_steps and host_step % checkpoint_every_steps == 0
+                if not (end or at_log or at_eval or at_save):
+                    continue
+                sync()
+                row = {}
+                if end:
+                    summary = summarize(tasks, epoch_outputs)
+                    row.update({f"train/{k}": v for k, v in summary.items()})
+                    bar.set_postfix({t.name: f"{summary[f'{t.name}/loss']:.3g}" for t in tasks})
+                if at_eval or (end and validation is not None):
+                    row.update(validate(host_step))
+                    if monitor is not None and monitor.should_stop(meta["monitor"]):
+                        meta["stopped_early"] = True
+                if end:
+                    history["epoch"].append(epoch + 1)
+                    for key, value in row.items():
+                        history.setdefault(key, []).append(value)
+                    history.setdefault("skipped_steps", []).append(meta["skipped_steps"])
+                    meta.update(epoch=epoch + 1, step_in_epoch=0)
+                    epoch_outputs = []
+                if writer is not None and row:
+                    writer.write(host_step, {**row, **({"epoch": epoch + 1} if end else {})})
+                if end or at_save or meta["stopped_early"]:
+                    checkpoint()
+                if meta["stopped_early"]:
+                    break
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    if workdir is not None:
+        write_json(workdir / "history.json", history)
+        if history["epoch"]:
+            plot_history(history, tasks, workdir / "training_progress.png")
+            plot_task_weights(read_rows(workdir / "metrics.jsonl"), tasks, workdir / "task_weights.png")
     return FitResult(state, history)
+
+
+def _step_row(tasks, out, step, learning_rate_fn) -> dict:
+    row = {}
+    for i, task in enumerate(tasks):
+        count = float(out["loss_count"][i])
+        row[f"train/{task.name}/step_loss"] = float(out["loss_sum"][i]) / count if count else float("nan")
+        row[f"train/{task.name}/weight"] = float(out["weights"][i])
+    row["train/grad_norm"] = float(out["grad_norm"])
+    row["train/skipped"] = float(not bool(out["finite"]))
+    if learning_rate_fn is not None:
+        row["train/learning_rate"] = float(learning_rate_fn(step - 1))
+    return row
+
+
+def _raise_nonfinite(tasks, out, step, spe, checkpointer):
+    bad = [t.name for t, total in zip(tasks, out["loss_sum"]) if not math.isfinite(float(total))]
+    what = f"loss for task(s) {bad}" if bad else f"gradient (norm {float(out['grad_norm'])}; losses finite)"
+    saved = checkpointer.steps() if checkpointer is not None else []
+    last = f"; the last checkpoint is step {saved[-1]}" if saved else ""
+    raise FloatingPointError(
+        f"non-finite {what} at step {step} (epoch {(step - 1) // spe + 1}); training stopped and this state "
+        f"was not checkpointed{last}. Lower the learning rate, clip gradients, check the targets, or pass "
+        "nonfinite='skip' to drop such steps")
 
 
 def evaluate(model: nn.Module, tasks: Sequence[Task], params, data: Mapping[str, np.ndarray],

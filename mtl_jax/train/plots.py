@@ -1,4 +1,8 @@
-"""Training-progress figure: per task, loss and metrics per epoch, training against validation."""
+"""Figures written to a workdir: training progress per task, and task weights over time.
+
+Files are written to a temporary name and renamed, so an interrupted call never leaves a
+half-written plot behind.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,9 +40,37 @@ def plot_history(history: dict, tasks: Sequence[Task], path: str | Path, max_met
         for ax in row[len(names):]:
             ax.axis("off")
     fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def plot_task_weights(rows: Sequence[dict], tasks: Sequence[Task], path: str | Path) -> Path:
+    """Writes a PNG of every task's loss weight against the training step.
+
+    ``rows`` are the logged rows of :mod:`mtl_jax.train.writers` (``train/<task>/weight``).
+    """
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for task in tasks:
+        key = f"train/{task.name}/weight"
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, label=task.name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss weight")
+    ax.set_title("task weights")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     tmp.replace(path)
-    return path

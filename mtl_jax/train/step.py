@@ -9,7 +9,10 @@ compiled program.
 The train step computes per-task mean losses ``L_i`` over labelled elements, asks the
 weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
 optimizer. It returns the step's sufficient statistics (loss sums and counts, metric
-statistics of the pre-update forward pass) and the weights, all still on device.
+statistics of the pre-update forward pass), the weights, the gradient norm and ``finite``,
+all still on device. A step whose losses or gradients are not finite leaves params,
+optimizer and weighting state untouched (only ``step`` advances); the loop then stops
+with an error naming the tasks and the step, or counts the step as skipped.
 """
 from __future__ import annotations
 
@@ -68,11 +71,18 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
             return total, (predictions, sums, counts, weights, weighting_state)
 
         grads, (predictions, sums, counts, weights, weighting_state) = jax.grad(objective, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state, weighting_state=weighting_state)
-        outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights,
-                   "grad_norm": optax.global_norm(grads), "stats": metric_stats(tasks, predictions, batch)}
+        updated = (optax.apply_updates(state.params, updates), opt_state, weighting_state)
+        # A non-finite step changes nothing but the step count: the loop raises or skips it.
+        params, opt_state, weighting_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), updated,
+            (state.params, state.opt_state, state.weighting_state))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  weighting_state=weighting_state)
+        outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,
+                   "finite": finite, "stats": metric_stats(tasks, predictions, batch)}
         return new_state, outputs
 
     return jax.jit(train_step, donate_argnums=0)

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
+from mtl_jax.registry import WEIGHTINGS
+from mtl_jax.tasks import Task
 from mtl_jax.weighting.base import Weighting
 
 
@@ -36,3 +38,13 @@ def _static(lambdas: tuple[float, ...]) -> Weighting:
         return jnp.broadcast_to(weights, losses.shape), state
 
     return Weighting(init, update)
+
+
+@WEIGHTINGS.register("static", "the tasks' own lambdas (Task.weight): L = sum_i lambda_i L_i")
+def from_tasks(tasks: Sequence[Task]) -> Weighting:
+    return static([t.weight for t in tasks])
+
+
+@WEIGHTINGS.register("equal", "equal weights (EW): every lambda is 1, plain summed-loss training")
+def equal(tasks: Sequence[Task]) -> Weighting:
+    return static([1.0] * len(tasks))

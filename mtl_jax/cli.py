@@ -1,0 +1,95 @@
+"""The ``mtl-jax`` command: train, eval, predict, list.
+
+    mtl-jax train   --config experiments/configs/seed_cnn.py [--set key=value ...] --workdir DIR [--resume]
+    mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
+    mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
+    mtl-jax list
+
+Errors in the user's input (bad config, unknown name, unwritable or occupied workdir,
+non-finite loss) print one line ``mtl-jax: error: ...`` and exit with status 2;
+``MTL_JAX_DEBUG=1`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+USER_ERRORS = (ValueError, KeyError, TypeError, FileExistsError, FileNotFoundError, PermissionError,
+               FloatingPointError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtl-jax", description="Multi-task learning experiments in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
+    train.add_argument("--config", required=True, help="Python file with get_config()")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field (repeatable), e.g. --set epochs=3")
+    train.add_argument("--workdir", required=True, help="where checkpoints, logs and plots go")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the workdir")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, text in (("eval", "evaluate a workdir's checkpoint on a split"),
+                       ("predict", "write per-task predictions to CSV or NPZ")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("--split", default="test")
+        p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                       help="the best checkpoint by best_metric (the latest when there is none), or the latest")
+        if name == "predict":
+            p.add_argument("--output", required=True, help="a .csv or .npz file")
+            p.add_argument("--inputs", help="an .npy (or .npz with the dataset's input key) instead of a split")
+    sub.add_parser("list", help="datasets, models, weighting methods, optimizers and schedules")
+    return parser
+
+
+def _list() -> str:
+    import mtl_jax.experiment  # noqa: F401 - registers everything
+    from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
+
+    lines = []
+    for title, registry in (("datasets", DATASETS), ("models", MODELS), ("weighting methods", WEIGHTINGS),
+                            ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
+        lines.append(f"{title}:")
+        width = max(len(name) for name, _ in registry.describe())
+        lines += [f"  {name:<{width}}  {text}" for name, text in registry.describe()]
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        print(_list())
+        return 0
+    from mtl_jax import experiment
+    from mtl_jax.config import load_config
+
+    if args.command == "train":
+        config = load_config(args.config, args.overrides)
+        results = experiment.train_and_evaluate(config, args.workdir, resume=args.resume,
+                                                progress=False if args.quiet else None)
+        print(json.dumps(results, indent=1))
+    elif args.command == "eval":
+        print(json.dumps(experiment.evaluate_run(args.workdir, args.split, args.checkpoint), indent=1))
+    else:
+        path = experiment.predict_run(args.workdir, args.output, split=args.split, inputs=args.inputs,
+                                      which=args.checkpoint)
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("MTL_JAX_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mtl-jax: error: {message}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Run configs: ml_collections ``ConfigDict`` files with command-line overrides.
+
+A config file is a Python file with ``get_config()`` returning a ``ConfigDict`` (start from
+:func:`default_config`, which lists every field with its default). ``--set key=value``
+overrides a field; values are Python literals (``--set learning_rate=3e-4``,
+``--set head_hidden=(128,64)``, ``--set tasks.kind.weight=1.0``) or plain strings
+(``--set weighting=equal``). Unknown keys and type changes are refused with the known
+keys listed. The resolved config is saved as ``<workdir>/config.json``.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+# Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
+OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "weighting_kwargs")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field the runner reads, with its default."""
+    c = ml_collections.ConfigDict()
+    c.dataset = "houses"            # mtl-jax list: datasets
+    c.data = {}                     # the dataset loader's options (sizes, seed, ...)
+    c.tasks = {}                    # task name -> {"weight": ..., optional "loss", "metrics"}
+    c.model = "seed_cnn"            # trunk name (mtl-jax list: models)
+    c.model_kwargs = {}             # the trunk's fields
+    c.head_hidden = ()              # hidden widths of every task head
+    c.pool = "flatten"              # how global heads read a feature map: flatten | mean
+    c.weighting = "static"          # loss weighting (mtl-jax list: weighting methods)
+    c.weighting_kwargs = {}
+    c.optimizer = "adam"            # adam | adamw | sgd | rmsprop
+    c.learning_rate = 1e-3
+    c.momentum = 0.0                # sgd / rmsprop
+    c.weight_decay = 0.0            # adamw (decoupled) or sgd / rmsprop (L2 added to the gradient)
+    c.schedule = "constant"         # constant | cosine | linear | exponential
+    c.warmup_steps = 0
+    c.end_factor = 0.0              # cosine / linear: final lr = end_factor x learning_rate
+    c.decay_rate = 0.5              # exponential
+    c.decay_steps = 1000            # exponential
+    c.grad_clip_norm = 0.0          # clip the global gradient norm (0: off)
+    c.epochs = 10
+    c.batch_size = 64
+    c.eval_batch_size = 256
+    c.seed = 0                      # initialisation, dropout, shuffling, random weightings
+    c.eval_every_steps = 0          # also evaluate every N steps (0: epoch ends only)
+    c.log_every_steps = 10          # write step losses, weights, gradient norm every N steps
+    c.checkpoint_every_steps = 0    # also checkpoint every N steps (0: epoch ends only)
+    c.keep_checkpoints = 3          # latest checkpoints kept (the best one is kept apart)
+    c.best_metric = ""              # validation metric for the best checkpoint, e.g. "price/rmse"
+    c.early_stopping_patience = 0   # evaluations without improvement before stopping (0: never)
+    c.min_delta = 0.0
+    c.nonfinite = "raise"           # raise | skip: what a non-finite loss or gradient does
+    c.tensorboard = True
+    return c
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` from the file at ``path`` and applies ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"mtl_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {str(path)!r} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        config = ml_collections.ConfigDict(config)
+    return apply_overrides(config, overrides)
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies ``["a.b=1", ...]``; refuses unknown keys outside :data:`OPEN_SECTIONS`."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = config
+        for depth, part in enumerate(parts):
+            if part not in node and (depth == 0 or parts[0] not in OPEN_SECTIONS):
+                raise KeyError(f"unknown config key {key!r}; known: {', '.join(sorted(node.keys()))}")
+            if depth < len(parts) - 1:
+                if part not in node:
+                    node[part] = {}
+                node = node[part]
+        leaf = parts[-1]
+        value = parse_value(text)
+        old = node[leaf] if leaf in node else None
+        if isinstance(old, tuple) and isinstance(value, (int, float)):
+            value = (value,)
+        try:
+            node[leaf] = value
+        except TypeError as error:
+            raise TypeError(f"override {key}={text!r}: {error}") from error
+    return config
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    tmp = workdir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=1, default=list))
+    tmp.replace(workdir / CONFIG_FILE)
+
+
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} not found: is {str(workdir)!r} a workdir made by 'mtl-jax train'?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
+    """``["key: old -> new", ...]`` for every leaf that differs (tuples and lists compare equal)."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+        return out
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

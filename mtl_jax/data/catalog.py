@@ -1,0 +1,59 @@
+"""Datasets by name for configs: how to load each one and the tasks it offers.
+
+A :class:`DatasetSpec` gives ``load(data_dir=..., **config.data) -> {"train", "validation",
+"test"}`` (dicts of numpy arrays), the model's ``input_key``, and a constructor per task so
+that a config picks tasks by name and overrides their ``weight``, ``loss`` or ``metrics``::
+
+    config.tasks = {"price": {"weight": 1.0}, "kind": {"weight": 0.5}}
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+from mtl_jax import tasks as tasks_lib
+from mtl_jax.data import houses
+from mtl_jax.data.houses_builder import load_houses
+from mtl_jax.registry import DATASETS
+from mtl_jax.tasks import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[..., dict[str, dict[str, Any]]]
+    tasks: Mapping[str, Callable[..., Task]]
+    input_key: str
+    output_size: tuple[int, int] | None = None  # for dense (per-pixel) heads
+
+    def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
+        """Tasks in the config's order, each with its overrides (``weight``, ``loss``, ``metrics``)."""
+        if not chosen:
+            raise ValueError(f"no tasks chosen; this dataset offers {sorted(self.tasks)}")
+        unknown = [name for name in chosen if name not in self.tasks]
+        if unknown:
+            raise KeyError(f"unknown task(s) {unknown}; this dataset offers {sorted(self.tasks)}")
+        made = []
+        for name, overrides in chosen.items():
+            overrides = dict(overrides or {})
+            if "metrics" in overrides:
+                overrides["metrics"] = tuple(overrides["metrics"])
+            try:
+                made.append(self.tasks[name](name, **overrides))
+            except TypeError as error:
+                raise ValueError(f"task {name!r}: bad options {sorted(overrides)} ({error})") from error
+        return tuple(made)
+
+
+HOUSES = DATASETS.register(
+    "houses", "embedded procedural 64x64 houses: price, kind, storeys, roof_colour, windows, parts (per pixel)")(
+    DatasetSpec(
+        load=load_houses,
+        tasks={"price": tasks_lib.regression,
+               "windows": tasks_lib.regression,
+               "kind": functools.partial(tasks_lib.classification, num_classes=len(houses.KINDS)),
+               "storeys": functools.partial(tasks_lib.classification, num_classes=3),
+               "roof_colour": functools.partial(tasks_lib.classification, num_classes=len(houses.ROOF_COLOURS)),
+               "parts": functools.partial(tasks_lib.segmentation, num_classes=len(houses.PARTS))},
+        input_key="image",
+        output_size=(houses.SIZE, houses.SIZE)))

@@ -1,0 +1,202 @@
+"""A run from a config: build its pieces by name, train into a workdir, evaluate, predict.
+
+:func:`train_and_evaluate` is what ``mtl-jax train`` calls. A workdir ends up holding::
+
+    config.json            the resolved config        run_signature.json  tasks and array shapes
+    checkpoints/<step>/    the k latest checkpoints   best/<step>/        the best by best_metric
+    metrics.jsonl          step and epoch rows        tensorboard/        the same as TensorBoard events
+    history.json           per-epoch metrics          results.json        test metrics (final and best)
+    training_progress.png  per-task curves            task_weights.png    task weights over steps
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+import mtl_jax.models.catalog  # noqa: F401 - registers the trunks
+import mtl_jax.train.optim  # noqa: F401 - registers optimizers and schedules
+import mtl_jax.weighting  # noqa: F401 - registers the weighting methods
+from mtl_jax.config import config_changes, read_config, save_config
+from mtl_jax.data.batching import steps_per_epoch
+from mtl_jax.data.catalog import DatasetSpec
+from mtl_jax.models.catalog import build_model
+from mtl_jax.registry import DATASETS, WEIGHTINGS
+from mtl_jax.tasks import Task
+from mtl_jax.train.checkpoint import Checkpointer
+from mtl_jax.train.loop import check_writable, evaluate, fit, predict, write_json
+from mtl_jax.train.optim import make_optimizer
+from mtl_jax.train.state import create_train_state
+
+Which = Literal["best", "latest"]
+RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything a config describes, built."""
+    config: ml_collections.ConfigDict
+    spec: DatasetSpec
+    data: Mapping[str, Mapping[str, np.ndarray]]
+    tasks: tuple[Task, ...]
+    model: Any
+    optimizer: Any
+    learning_rate_fn: Any
+    weighting: Any
+
+
+def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None) -> Experiment:
+    """Looks every named piece up in its registry and builds it (data are loaded here)."""
+    spec: DatasetSpec = DATASETS.get(config.dataset)
+    tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
+    data = spec.load(data_dir=data_dir, **dict(config.data))
+    model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
+                        pool=config.pool, output_size=spec.output_size)
+    total_steps = config.epochs * steps_per_epoch(data["train"], config.batch_size)
+    optimizer, lr_fn = make_optimizer(
+        config.optimizer, config.learning_rate, schedule=config.schedule, total_steps=total_steps,
+        warmup_steps=config.warmup_steps, end_factor=config.end_factor, decay_rate=config.decay_rate,
+        decay_steps=config.decay_steps, grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
+        momentum=config.momentum)
+    weighting = WEIGHTINGS.get(config.weighting)(tasks, **dict(config.weighting_kwargs))
+    return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,
+                       progress: bool | None = None, data_dir: str | Path | None = None) -> dict:
+    """Trains as configured into ``workdir`` (or resumes it) and returns the test results.
+
+    Returns and writes ``results.json``: ``{"final": test metrics of the last state,
+    "best": test metrics of the best checkpoint (when best_metric is set), "best_step",
+    "epochs_run", "stopped_early", "skipped_steps"}``.
+    """
+    workdir = check_writable(workdir)
+    saved_config = workdir / "config.json"
+    if resume and saved_config.exists():
+        changes = config_changes(read_config(workdir), config)
+        if changes:
+            warnings.warn(f"resuming {str(workdir)!r} with a changed config: {'; '.join(changes)}", stacklevel=2)
+    elif not resume and Checkpointer(workdir).steps():
+        raise FileExistsError(f"workdir {str(workdir)!r} already holds a run; pass --resume to continue it "
+                              "or choose another --workdir")
+    experiment = build(config, data_dir)
+    save_config(config, workdir)
+    c = config
+    result = fit(experiment.model, experiment.tasks, experiment.data["train"],
+                 validation=experiment.data.get("validation"), epochs=c.epochs, batch_size=c.batch_size,
+                 optimizer=experiment.optimizer, weighting=experiment.weighting, seed=c.seed,
+                 input_key=experiment.spec.input_key, eval_batch_size=c.eval_batch_size, progress=progress,
+                 workdir=workdir, resume=resume, checkpoint_every_steps=c.checkpoint_every_steps,
+                 keep_checkpoints=c.keep_checkpoints, best_metric=c.best_metric or None,
+                 early_stopping_patience=c.early_stopping_patience, min_delta=c.min_delta,
+                 eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
+                 learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard)
+    test = experiment.data.get("test")
+    results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
+                               "stopped_early": len(result.history["epoch"]) < c.epochs,
+                               "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
+    if test is not None:
+        evaluate_with = lambda params: evaluate(experiment.model, experiment.tasks, params, test,  # noqa: E731
+                                                c.eval_batch_size, experiment.spec.input_key)
+        results["final"] = evaluate_with(result.state.params)
+        if c.best_metric:
+            best_step, params = restore_params(experiment, workdir, "best")
+            results["best_step"], results["best"] = best_step, evaluate_with(params)
+    write_json(workdir / RESULTS_FILE, results)
+    return results
+
+
+def restore_params(experiment: Experiment, workdir: str | Path, which: Which = "best") -> tuple[int, Any]:
+    """``(step, params)`` of the best or latest checkpoint in ``workdir``."""
+    if which not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
+    example = np.asarray(experiment.data["train"][experiment.spec.input_key][:1])
+    abstract = jax.eval_shape(lambda: create_train_state(experiment.model, experiment.tasks, experiment.optimizer,
+                                                         experiment.weighting, example, experiment.config.seed))
+    checkpointer = Checkpointer(workdir)
+    try:
+        restored = checkpointer.restore_best(abstract) if which == "best" else \
+            checkpointer.restore_latest(abstract, None)
+        if restored is None and which == "best":
+            restored = checkpointer.restore_latest(abstract, None)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {str(workdir)!r}")
+    return restored.step, restored.state.params
+
+
+def load_run(workdir: str | Path, data_dir: str | Path | None = None) -> Experiment:
+    """The experiment a workdir's saved config describes."""
+    return build(read_config(workdir), data_dir)
+
+
+def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best",
+                 data_dir: str | Path | None = None) -> dict[str, float]:
+    """Metrics of a workdir's best (or latest) checkpoint on a split; writes ``eval_<split>.json``."""
+    experiment = load_run(workdir, data_dir)
+    if split not in experiment.data:
+        raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
+    step, params = restore_params(experiment, workdir, which)
+    metrics = evaluate(experiment.model, experiment.tasks, params, experiment.data[split],
+                       experiment.config.eval_batch_size, experiment.spec.input_key)
+    write_json(Path(workdir) / f"eval_{split}.json", {"checkpoint": which, "step": step, "metrics": metrics})
+    return metrics
+
+
+def prediction_columns(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Flat named columns: ``<task>`` (or ``<task>_<j>``) values, ``<task>_label``, ``<task>_prob_<c>``."""
+    columns = {}
+    for task, out in outputs.items():
+        if isinstance(out, Mapping):
+            labels, probs = np.asarray(out["labels"]), np.asarray(out["probabilities"])
+            if labels.ndim > 1:
+                raise ValueError(f"task {task!r} predicts per pixel: write NPZ, not CSV")
+            columns[f"{task}_label"] = labels
+            probs = probs.reshape(len(probs), -1)
+            columns.update({f"{task}_prob_{c}": probs[:, c] for c in range(probs.shape[1])})
+        else:
+            values = np.asarray(out).reshape(len(out), -1)
+            if values.shape[1] == 1:
+                columns[task] = values[:, 0]
+            else:
+                columns.update({f"{task}_{j}": values[:, j] for j in range(values.shape[1])})
+    return columns
+
+
+def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test", inputs: str | Path | None = None,
+                which: Which = "best", data_dir: str | Path | None = None) -> Path:
+    """Writes per-task predictions for a split (or an ``.npy``/``.npz`` of inputs) to CSV or NPZ."""
+    output = Path(output)
+    if output.suffix not in (".csv", ".npz"):
+        raise ValueError(f"predictions are written as .csv or .npz, not {output.name!r}")
+    experiment = load_run(workdir, data_dir)
+    if inputs is not None:
+        loaded = np.load(inputs)
+        array = loaded[experiment.spec.input_key] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+    else:
+        if split not in experiment.data:
+            raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
+        array = experiment.data[split][experiment.spec.input_key]
+    _, params = restore_params(experiment, workdir, which)
+    outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    if output.suffix == ".npz":
+        flat = {f"{t}/{k}": v for t, out in outputs.items()
+                for k, v in (out.items() if isinstance(out, Mapping) else [("values", out)])}
+        with open(tmp, "wb") as f:
+            np.savez(f, **flat)
+    else:
+        columns = prediction_columns(outputs)
+        names = list(columns)
+        table = np.column_stack([np.arange(len(array)), *[columns[n] for n in names]])
+        np.savetxt(tmp, table, delimiter=",", header=",".join(["index", *names]), comments="", fmt="%.7g")
+    tmp.replace(output)
+    return output
