@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python experiments/seed_cnn.py --workdir runs/seed_cnn
+	$(VENV)/bin/python experiments/seed_cnn.py --workdir runs/seed_cnn --resume
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests

@@ -3,9 +3,10 @@
 conv3x3(32)-ReLU-pool, conv3x3(64)-ReLU-pool, flatten; heads ``price`` (MSE, reported
 as RMSE) and ``kind`` (3 classes, cross-entropy, reported as accuracy); total loss
 ``mse + 0.5 * ce``; Adam; 10 epochs, shuffled every epoch; validation after each epoch.
-Prints the test metrics and writes ``<workdir>/training_progress.png``.
+The run is ``experiments/configs/seed_cnn.py`` through the same runner as ``mtl-jax train``
+(checkpoints, logs, plots in the workdir); this script adds a summary against the targets.
 
-    python experiments/seed_cnn.py [--workdir runs/seed_cnn] [--epochs 10] [--train-size 3000]
+    python experiments/seed_cnn.py [--workdir runs/seed_cnn] [--epochs 10] [--train-size 3000] [--resume]
 """
 from __future__ import annotations
 
@@ -15,31 +16,29 @@ import time
 from pathlib import Path
 
 import numpy as np
-import optax
 
-import mtl_jax as mtl
+from mtl_jax.config import load_config
 from mtl_jax.data import load_houses
-from mtl_jax.models import SeedCNN, hard_sharing
+from mtl_jax.experiment import train_and_evaluate
+from mtl_jax.train.loop import write_json
+
+CONFIG = Path(__file__).resolve().parent / "configs" / "seed_cnn.py"
 
 
 def run(workdir: str, epochs: int = 10, train_size: int = 3000, validation_size: int = 500,
         test_size: int = 1000, batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
-        progress: bool | None = None, data_dir: str | None = None) -> dict:
+        progress: bool | None = None, data_dir: str | None = None, resume: bool = False) -> dict:
     """Trains the seed model and returns its test metrics (also written to ``metrics.json``)."""
-    data = load_houses(train_size, validation_size, test_size, data_dir=data_dir)
-    tasks = [mtl.regression("price", weight=1.0), mtl.classification("kind", 3, weight=0.5)]
-    model = hard_sharing(SeedCNN(), tasks, head_hidden=(64,))
-    state, history = mtl.fit(model, tasks, data["train"], validation=data["validation"], epochs=epochs,
-                             batch_size=batch_size, optimizer=optax.adam(learning_rate), seed=seed,
-                             progress=progress)
-    test = mtl.evaluate(model, tasks, state.params, data["test"])
+    sizes = {"train_size": train_size, "validation_size": validation_size, "test_size": test_size}
+    overrides = [f"epochs={epochs}", f"batch_size={batch_size}", f"learning_rate={learning_rate}", f"seed={seed}",
+                 *[f"data.{k}={v}" for k, v in sizes.items()]]
+    results = train_and_evaluate(load_config(CONFIG, overrides), workdir, resume=resume, progress=progress,
+                                 data_dir=data_dir)
     out = Path(workdir)
-    out.mkdir(parents=True, exist_ok=True)
-    mtl.plot_history(history, tasks, out / "training_progress.png")
-    result = {"test": test, "test_price_std": float(np.std(data["test"]["price"])), "history": history}
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "metrics.json")
+    price = load_houses(**sizes, data_dir=data_dir)["test"]["price"]
+    result = {"test": results["final"], "best": results.get("best"), "test_price_std": float(np.std(price)),
+              "history": json.loads((out / "history.json").read_text())}
+    write_json(out / "metrics.json", result)
     return result
 
 
@@ -49,9 +48,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue (or just report) the run in --workdir")
     args = parser.parse_args()
     start = time.time()
-    result = run(args.workdir, epochs=args.epochs, train_size=args.train_size, seed=args.seed)
+    result = run(args.workdir, epochs=args.epochs, train_size=args.train_size, seed=args.seed, resume=args.resume)
     test, std = result["test"], result["test_price_std"]
     print(f"test price RMSE {test['price/rmse']:.3f} ($100k; test price std {std:.3f}, "
           f"ratio {test['price/rmse'] / std:.2f})")

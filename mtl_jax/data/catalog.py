@@ -5,6 +5,9 @@ A :class:`DatasetSpec` gives ``load(data_dir=..., **config.data) -> {"train", "v
 that a config picks tasks by name and overrides their ``weight``, ``loss`` or ``metrics``::
 
     config.tasks = {"price": {"weight": 1.0}, "kind": {"weight": 0.5}}
+
+Tasks are ordered by name (a ``ConfigDict`` keeps its keys sorted), so a run's task order,
+weight vectors and logs never depend on how a config file was written.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ class DatasetSpec:
     output_size: tuple[int, int] | None = None  # for dense (per-pixel) heads
 
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
-        """Tasks in the config's order, each with its overrides (``weight``, ``loss``, ``metrics``)."""
+        """Tasks in the order given (configs: by name), each with its overrides (``weight``, ``loss``, ``metrics``)."""
         if not chosen:
             raise ValueError(f"no tasks chosen; this dataset offers {sorted(self.tasks)}")
         unknown = [name for name in chosen if name not in self.tasks]

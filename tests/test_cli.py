@@ -1,0 +1,136 @@
+"""The mtl-jax command end to end, in subprocesses: every subcommand, errors, and kill -9 + --resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import numpy as np
+import pytest
+
+from mtl_jax.experiment import load_run, restore_params
+from mtl_jax.train.writers import read_rows
+
+TINY = ["--set", "data.train_size=96", "--set", "data.validation_size=40", "--set", "data.test_size=40",
+        "--set", "batch_size=16", "--set", "eval_batch_size=40", "--set", "log_every_steps=2"]
+CONFIG = "experiments/configs/seed_cnn.py"
+
+
+def _command(*args):
+    return [sys.executable, "-m", "mtl_jax.cli", *map(str, args)]
+
+
+def _env(data_dir):
+    return {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+
+
+def _run(data_dir, *args, check=True):
+    result = subprocess.run(_command(*args), env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mtl-jax {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    _run(data_dir, "train", "--config", CONFIG, *TINY, "--set", "epochs=2", "--workdir", workdir, "--quiet")
+    return workdir
+
+
+def test_list_names_every_registry(data_dir):
+    out = _run(data_dir, "list").stdout
+    for expected in ("datasets:", "houses", "models:", "seed_cnn", "weighting methods:", "equal", "static",
+                     "optimizers:", "adamw", "schedules:", "cosine"):
+        assert expected in out
+
+
+def test_train_writes_a_complete_workdir(trained):
+    for name in ("config.json", "run_signature.json", "metrics.jsonl", "history.json", "results.json",
+                 "training_progress.png", "task_weights.png"):
+        assert (trained / name).is_file(), name
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    results = json.loads((trained / "results.json").read_text())
+    assert results["epochs_run"] == 2 and results["best_step"] in (6, 12)
+    assert set(results["final"]) >= {"price/rmse", "kind/accuracy"}
+    assert json.loads((trained / "config.json").read_text())["epochs"] == 2
+
+
+def test_eval_reports_the_best_checkpoints_metrics(trained, data_dir):
+    out = json.loads(_run(data_dir, "eval", "--workdir", trained).stdout)
+    assert out == json.loads((trained / "results.json").read_text())["best"]
+    latest = json.loads(_run(data_dir, "eval", "--workdir", trained, "--checkpoint", "latest",
+                             "--split", "validation").stdout)
+    assert latest["price/rmse"] == json.loads((trained / "history.json").read_text())["validation/price/rmse"][-1]
+    assert (trained / "eval_validation.json").is_file()
+
+
+def test_predict_writes_csv_and_npz(trained, data_dir, tmp_path):
+    _run(data_dir, "predict", "--workdir", trained, "--output", tmp_path / "p.csv")
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header == ["index", "kind_label", "kind_prob_0", "kind_prob_1", "kind_prob_2", "price"]  # tasks by name
+    table = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    assert table.shape == (40, 6)
+    np.testing.assert_allclose(table[:, 2:5].sum(1), 1.0, atol=1e-5)
+    _run(data_dir, "predict", "--workdir", trained, "--output", tmp_path / "p.npz", "--split", "validation")
+    with np.load(tmp_path / "p.npz") as npz:
+        assert sorted(npz.files) == ["kind/labels", "kind/probabilities", "price/values"]
+        assert npz["kind/probabilities"].shape == (40, 3)
+        assert npz["price/values"].shape == (40,)
+
+
+def test_user_errors_are_one_clear_line(trained, data_dir, tmp_path):
+    cases = [
+        (["train", "--config", CONFIG, "--set", "epoch=3", "--workdir", tmp_path / "a"], "unknown config key 'epoch'"),
+        (["train", "--config", CONFIG, "--set", "model=vgg", "--workdir", tmp_path / "b"], "unknown model 'vgg'"),
+        (["train", "--config", CONFIG, *TINY, "--workdir", trained], "already holds a run; pass --resume"),
+        (["train", "--config", CONFIG, *TINY, "--set", "head_hidden=(32,)", "--workdir", trained, "--resume"],
+         "cannot resume"),
+        (["eval", "--workdir", tmp_path / "none"], "a workdir made by 'mtl-jax train'"),
+        (["predict", "--workdir", trained, "--output", tmp_path / "p.txt"], "as .csv or .npz"),
+    ]
+    for args, message in cases:
+        result = _run(data_dir, *args, check=False)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert "mtl-jax: error: " in result.stderr and message in result.stderr, (message, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+
+
+def _wait_for_checkpoint(process, workdir, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (code {process.returncode}) before it could be killed")
+        steps = [p.name for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()] \
+            if (workdir / "checkpoints").exists() else []
+        if steps:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path, data_dir):
+    args = ["--config", CONFIG, *TINY, "--set", "epochs=12", "--set", "checkpoint_every_steps=5", "--quiet"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _run(data_dir, "train", *args, "--workdir", whole)
+
+    process = subprocess.Popen(_command("train", *args, "--workdir", broken), env=_env(data_dir),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(process, broken)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (broken / "results.json").exists()
+    _run(data_dir, "train", *args, "--workdir", broken, "--resume")
+
+    for name in ("results.json", "history.json"):
+        assert json.loads((broken / name).read_text()) == json.loads((whole / name).read_text()), name
+    assert read_rows(broken / "metrics.jsonl") == read_rows(whole / "metrics.jsonl")
+    experiment = load_run(whole)
+    for which in ("latest", "best"):
+        step_a, params_a = restore_params(experiment, whole, which)
+        step_b, params_b = restore_params(experiment, broken, which)
+        assert step_a == step_b
+        chex.assert_trees_all_equal(params_a, params_b)

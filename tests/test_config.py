@@ -1,0 +1,108 @@
+"""Config files, command-line overrides, registries and the optimizer a config describes."""
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtl_jax import experiment  # noqa: F401 - registers every named piece
+from mtl_jax.config import apply_overrides, config_changes, default_config, load_config
+from mtl_jax.data.catalog import HOUSES
+from mtl_jax.registry import MODELS, WEIGHTINGS, Registry
+from mtl_jax.train.optim import make_optimizer
+
+SEED_CONFIG = "experiments/configs/seed_cnn.py"
+
+
+def test_the_seed_config_loads_with_overrides_of_every_kind():
+    config = load_config(SEED_CONFIG, ["epochs=3", "learning_rate=3e-4", "weighting=equal",
+                                       "head_hidden=(128,64)", "tasks.kind.weight=1.0", "tasks.storeys.weight=0.2",
+                                       "data.train_size=100", "grad_clip_norm=1"])
+    assert (config.epochs, config.learning_rate, config.weighting) == (3, 3e-4, "equal")
+    assert tuple(config.head_hidden) == (128, 64)
+    assert config.tasks.kind.weight == 1.0 and config.tasks.storeys.weight == 0.2
+    assert config.data.train_size == 100 and config.grad_clip_norm == 1.0
+
+
+def test_overrides_refuse_unknown_keys_and_type_changes():
+    config = default_config()
+    with pytest.raises(KeyError, match="unknown config key 'epoch'; known: .*epochs"):
+        apply_overrides(config, ["epoch=3"])
+    with pytest.raises(TypeError, match="learning_rate='fast'"):
+        apply_overrides(config, ["learning_rate=fast"])
+    with pytest.raises(ValueError, match="not key=value"):
+        apply_overrides(config, ["epochs"])
+
+
+def test_config_changes_lists_changed_fields():
+    old = load_config(SEED_CONFIG)
+    new = apply_overrides(old, ["epochs=20", "tasks.kind.weight=1.0"])
+    assert config_changes(old, new) == ["epochs: 10 -> 20", "tasks.kind.weight: 0.5 -> 1.0"]
+    assert config_changes(old, old) == []
+
+
+def test_missing_config_file_and_missing_get_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.py")
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(ValueError, match="defines no get_config"):
+        load_config(tmp_path / "empty.py")
+
+
+def test_registries_name_the_known_entries_on_a_miss():
+    with pytest.raises(KeyError, match="unknown model 'vgg'; known: .*seed_cnn"):
+        MODELS.get("vgg")
+    assert {"static", "equal"} <= {name for name, _ in WEIGHTINGS.describe()}
+    registry = Registry("thing")
+    registry.register("a", "first")(len)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a", "again")(max)
+
+
+def test_dataset_tasks_are_chosen_by_name_with_overrides():
+    tasks = HOUSES.make_tasks({"price": {"weight": 2.0, "loss": "huber"}, "kind": {"metrics": ["accuracy"]}})
+    assert [(t.name, t.kind, t.output_dim, t.weight) for t in tasks] == [
+        ("price", "regression", 1, 2.0), ("kind", "classification", 3, 1.0)]
+    assert tasks[0].loss == "huber" and tasks[1].metrics == ("accuracy",)
+    with pytest.raises(KeyError, match=r"unknown task\(s\) \['age'\]"):
+        HOUSES.make_tasks({"age": {}})
+    with pytest.raises(ValueError, match="task 'kind': bad options"):
+        HOUSES.make_tasks({"kind": {"loss": "mse"}})
+
+
+def _updates(optimizer, grads, steps=1):
+    params = {"w": jnp.zeros(3)}
+    state = optimizer.init(params)
+    for _ in range(steps):
+        updates, state = optimizer.update(grads, state, params)
+    return updates
+
+
+def test_schedules_warm_up_then_decay_to_the_end_factor():
+    _, lr = make_optimizer("sgd", 0.1, schedule="cosine", total_steps=110, warmup_steps=10, end_factor=0.1)
+    np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)], [0.0, 0.05, 0.1, 0.055, 0.01], rtol=1e-5)
+    _, lr = make_optimizer("adam", 0.1, schedule="linear", total_steps=100, end_factor=0.0)
+    np.testing.assert_allclose([lr(0), lr(50), lr(100)], [0.1, 0.05, 0.0], atol=1e-7)
+    _, lr = make_optimizer("adam", 0.1, schedule="exponential", decay_rate=0.5, decay_steps=10)
+    np.testing.assert_allclose(lr(20), 0.025, rtol=1e-5)
+    _, lr = make_optimizer("adam", 0.1)
+    assert lr(0) == lr(10_000) == 0.1
+
+
+def test_gradient_clipping_bounds_the_global_norm_before_the_optimizer():
+    optimizer, _ = make_optimizer("sgd", 1.0, grad_clip_norm=0.5)
+    updates = _updates(optimizer, {"w": jnp.array([30.0, 40.0, 0.0])})
+    np.testing.assert_allclose(optax.global_norm(updates), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(updates["w"], [-0.3, -0.4, 0.0], rtol=1e-6)
+
+
+def test_sgd_weight_decay_and_refusals():
+    optimizer, _ = make_optimizer("sgd", 1.0, weight_decay=0.1)
+    params = {"w": jnp.ones(3)}
+    updates, _ = optimizer.update({"w": jnp.zeros(3)}, optimizer.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)
+    with pytest.raises(ValueError, match="use optimizer 'adamw'"):
+        make_optimizer("adam", 1e-3, weight_decay=0.1)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        make_optimizer("adam", 0.0)
+    with pytest.raises(KeyError, match="unknown learning-rate schedule 'cyclic'"):
+        make_optimizer("adam", 1e-3, schedule="cyclic")
