@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -27,7 +26,7 @@ from mtl_jax.config import config_changes, read_config, save_config
 from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import build_model
-from mtl_jax.registry import DATASETS, WEIGHTINGS
+from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.train.checkpoint import Checkpointer
 from mtl_jax.train.loop import check_writable, evaluate, fit, predict, write_json
@@ -55,6 +54,9 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     """Looks every named piece up in its registry and builds it (data are loaded here)."""
     spec: DatasetSpec = DATASETS.get(config.dataset)
     tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
+    for registry, name in ((MODELS, config.model), (WEIGHTINGS, config.weighting), (OPTIMIZERS, config.optimizer),
+                           (SCHEDULES, config.schedule)):
+        registry.get(name)  # a misspelt name fails before any data are loaded
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=spec.output_size)

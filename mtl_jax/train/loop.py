@@ -255,6 +255,10 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             epoch_outputs.append(out)
             if writer is not None and log_every_steps and step % log_every_steps == 0:
                 writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
+        if got:
+            losses = got[-1]["loss_sum"] / np.maximum(got[-1]["loss_count"], 1)
+            bar.set_postfix({**{t.name: f"{v:.3g}" for t, v in zip(tasks, losses)},
+                             **({"skipped": meta["skipped_steps"]} if meta["skipped_steps"] else {})})
         pending = []
 
     def validate(step: int) -> dict:
@@ -272,8 +276,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         if checkpointer is not None:
             checkpointer.save(state, meta, epoch_outputs)
 
-    bar = tqdm(total=epochs * spe, initial=min(host_step, epochs * spe), disable=not _show_progress(progress),
-               unit="step", dynamic_ncols=True)
+    done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
+    bar = tqdm(total=epochs * spe, initial=done, disable=not _show_progress(progress), unit="step",
+               dynamic_ncols=True)
     try:
         while meta["epoch"] < epochs and not meta["stopped_early"]:
             epoch = meta["epoch"]
@@ -293,9 +298,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                 sync()
                 row = {}
                 if end:
-                    summary = summarize(tasks, epoch_outputs)
-                    row.update({f"train/{k}": v for k, v in summary.items()})
-                    bar.set_postfix({t.name: f"{summary[f'{t.name}/loss']:.3g}" for t in tasks})
+                    row.update({f"train/{k}": v for k, v in summarize(tasks, epoch_outputs).items()})
                 if at_eval or (end and validation is not None):
                     row.update(validate(host_step))
                     if monitor is not None and monitor.should_stop(meta["monitor"]):
