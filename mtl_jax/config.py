@@ -33,7 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.head_hidden = ()              # hidden widths of every task head
     c.pool = "flatten"              # how global heads read a feature map: flatten | mean
     c.weighting = "static"          # loss weighting (mtl-jax list: weighting methods)
-    c.weighting_kwargs = {}
+    c.weighting_kwargs = {}         # the method's options (mtl-jax list shows the methods)
+    c.log_losses = False            # hand the method log-losses: scale-invariant across tasks
     c.optimizer = "adam"            # adam | adamw | sgd | rmsprop
     c.learning_rate = 1e-3
     c.momentum = 0.0                # sgd / rmsprop

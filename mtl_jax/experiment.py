@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -32,6 +33,7 @@ from mtl_jax.train.checkpoint import Checkpointer
 from mtl_jax.train.loop import check_writable, evaluate, fit, predict, write_json
 from mtl_jax.train.optim import make_optimizer
 from mtl_jax.train.state import create_train_state
+from mtl_jax.weighting.log_losses import log_losses
 
 Which = Literal["best", "latest"]
 RESULTS_FILE = "results.json"
@@ -66,8 +68,23 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
         warmup_steps=config.warmup_steps, end_factor=config.end_factor, decay_rate=config.decay_rate,
         decay_steps=config.decay_steps, grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
         momentum=config.momentum)
-    weighting = WEIGHTINGS.get(config.weighting)(tasks, **dict(config.weighting_kwargs))
+    weighting = make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
+                               steps_per_epoch=steps_per_epoch(data["train"], config.batch_size),
+                               log=config.log_losses)
     return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting)
+
+
+def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_per_epoch: int,
+                   log: bool = False):
+    """The named weighting method; ``steps_per_epoch`` is passed to methods that take it (DWA)."""
+    factory = WEIGHTINGS.get(name)
+    if "steps_per_epoch" in inspect.signature(factory).parameters:
+        kwargs = {"steps_per_epoch": steps_per_epoch, **kwargs}
+    try:
+        weighting = factory(tasks, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"weighting {name!r}: bad weighting_kwargs {sorted(kwargs)} ({error})") from error
+    return log_losses(weighting) if log else weighting
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,

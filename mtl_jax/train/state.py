@@ -34,4 +34,9 @@ def create_train_state(model: nn.Module, tasks: Sequence[Task], optimizer: optax
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init({"params": init_key, "dropout": init_key}, example_inputs, train=False)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                      weighting_state=weighting.init(len(tasks)), rng=run_key)
+                      weighting_state=_distinct_buffers(weighting.init(len(tasks))), rng=run_key)
+
+
+def _distinct_buffers(tree):
+    """Copies every leaf: a state may not hold one buffer twice, as the step donates it."""
+    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)

@@ -1,0 +1,65 @@
+"""FAMO, fast adaptive multitask optimization (Liu et al. 2023), in O(1) per step.
+
+Task logits ``xi`` give ``z = softmax(xi)``. The model's step uses
+
+    w_i = z_i / (c L_i),      c = sum_j z_j / L_j,
+
+i.e. the gradient of ``sum_i z_i log L_i`` normalised by ``c`` (losses floored at ``eps``).
+The logits then learn from how much each log-loss fell: with ``delta_i = log L_i(t-1) -
+log L_i(t)``, ``xi`` takes an Adam step (learning rate ``beta``, L2 decay ``gamma``) along
+``J_softmax(xi)^T delta``, which moves weight to the tasks whose loss decreased least. No
+extra forward or backward pass: ``L(t)`` is this step's loss (the next batch), where the
+paper's code re-evaluates the updated model on the same batch.
+
+References: B. Liu, Y. Feng, P. Stone, Q. Liu. "FAMO: Fast Adaptive Multitask Optimization",
+NeurIPS 2023.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_jax.registry import WEIGHTINGS
+from mtl_jax.tasks import Task
+from mtl_jax.weighting.base import Weighting
+
+
+class FAMOState(NamedTuple):
+    logits: jax.Array        # xi
+    opt_state: optax.OptState
+    previous: jax.Array      # [T] last step's losses
+    started: jax.Array       # whether ``previous`` holds losses yet
+
+
+@functools.lru_cache(maxsize=64)
+def famo(beta: float = 0.025, gamma: float = 1e-3, eps: float = 1e-8) -> Weighting:
+    optimizer = optax.chain(optax.add_decayed_weights(gamma), optax.adam(beta))
+
+    def init(num_tasks: int) -> FAMOState:
+        xi = jnp.zeros((num_tasks,), jnp.float32)
+        return FAMOState(xi, optimizer.init(xi), jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool))
+
+    def update(losses, state: FAMOState, key):
+        del key
+        safe = jnp.maximum(losses, eps)
+        delta = jnp.log(jnp.maximum(state.previous, eps)) - jnp.log(safe)
+        grad = jax.vjp(jax.nn.softmax, state.logits)[1](delta)[0]
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.logits)
+        logits = jnp.where(state.started, optax.apply_updates(state.logits, updates), state.logits)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(state.started, new, old), opt_state, state.opt_state)
+        z = jax.nn.softmax(logits)
+        weights = z / (safe * jnp.sum(z / safe))
+        return weights, FAMOState(logits, opt_state, safe, jnp.ones((), bool))
+
+    return Weighting(init, update)
+
+
+@WEIGHTINGS.register("famo", "FAMO (Liu et al. 2023): O(1) adaptive weights that equalise the rate at which "
+                             "log-losses fall")
+def from_tasks(tasks: Sequence[Task], beta: float = 0.025, gamma: float = 1e-3) -> Weighting:
+    del tasks
+    return famo(float(beta), float(gamma))

@@ -1,0 +1,44 @@
+"""Geometric loss strategy, GLS (Chennupati et al. 2019).
+
+The objective is the geometric mean of the task losses, ``L = (prod_i L_i)^{1/T}``. Its
+gradient is ``sum_i L / (T L_i) grad L_i``, so the step's weights are
+
+    w_i = (prod_j L_j)^{1/T} / (T L_i)      (losses gradient-stopped, floored at eps)
+
+and ``sum_i w_i grad L_i`` equals the gradient of the geometric mean exactly. Scale-free
+across tasks: multiplying one task's loss by ``c`` multiplies the whole gradient by
+``c^{1/T}`` and leaves its direction unchanged.
+
+References: S. Chennupati, G. Sistu, S. Yogamani, S. A. Rawashdeh. "MultiNet++: Multi-Stream
+Feature Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax.numpy as jnp
+
+from mtl_jax.registry import WEIGHTINGS
+from mtl_jax.tasks import Task
+from mtl_jax.weighting.base import Weighting
+
+
+@functools.lru_cache(maxsize=16)
+def geometric(eps: float = 1e-8) -> Weighting:
+    def init(num_tasks: int):
+        return ()
+
+    def update(losses, state, key):
+        del key
+        safe = jnp.maximum(losses, eps)
+        mean = jnp.exp(jnp.mean(jnp.log(safe)))
+        return mean / (losses.shape[0] * safe), state
+
+    return Weighting(init, update)
+
+
+@WEIGHTINGS.register("gls", "geometric mean of the losses (Chennupati et al. 2019): scale-free across tasks")
+def from_tasks(tasks: Sequence[Task], eps: float = 1e-8) -> Weighting:
+    del tasks
+    return geometric(float(eps))

@@ -1,0 +1,54 @@
+"""IMTL-L, the loss-balance half of impartial multi-task learning (Liu et al. 2021).
+
+Each task has a learned scale ``s_i``; the model minimises ``sum_i e^{s_i} L_i`` and ``s``
+descends ``sum_i (e^{s_i} L_i - s_i)`` with its own optax optimizer from the same
+(gradient-stopped) losses. The optimum of ``e^{s} L - s`` is ``e^{s} = 1 / L``: every
+scaled loss ``e^{s_i} L_i`` is driven to 1, so no task dominates by its loss scale. The
+step's weights are ``w_i = e^{s_i}``.
+
+References: L. Liu, Y. Li, Z. Kuang, J.-H. Xue, Y. Chen, W. Yang, Q. Liao, W. Zhang.
+"Towards Impartial Multi-task Learning", ICLR 2021.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_jax.registry import WEIGHTINGS
+from mtl_jax.tasks import Task
+from mtl_jax.weighting.base import Weighting
+
+
+class IMTLLState(NamedTuple):
+    log_scale: jax.Array  # s_i
+    opt_state: optax.OptState
+
+
+@functools.lru_cache(maxsize=64)
+def imtl_l(learning_rate: float = 1e-3) -> Weighting:
+    optimizer = optax.adam(learning_rate)
+
+    def objective(log_scale, losses):
+        return jnp.sum(jnp.exp(log_scale) * losses - log_scale)
+
+    def init(num_tasks: int) -> IMTLLState:
+        s = jnp.zeros((num_tasks,), jnp.float32)
+        return IMTLLState(s, optimizer.init(s))
+
+    def update(losses, state: IMTLLState, key):
+        del key
+        grad = jax.grad(objective)(state.log_scale, losses)
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.log_scale)
+        return jnp.exp(state.log_scale), IMTLLState(optax.apply_updates(state.log_scale, updates), opt_state)
+
+    return Weighting(init, update)
+
+
+@WEIGHTINGS.register("imtl_l", "IMTL-L (Liu et al. 2021): learned scales drive every scaled loss to 1")
+def from_tasks(tasks: Sequence[Task], learning_rate: float = 1e-3) -> Weighting:
+    del tasks
+    return imtl_l(float(learning_rate))

@@ -1,0 +1,42 @@
+"""Random Loss Weighting, RLW (Lin et al. 2022).
+
+Every step draws ``lambda ~ N(0, I_T)`` from the step's PRNG key and uses
+
+    w = T softmax(lambda),
+
+weights that sum to ``T`` (the scale of equal weighting) and differ every step. Being a
+function of the step key, a run is reproducible and resumes exactly.
+
+References: B. Lin, F. Ye, Y. Zhang, I. W. Tsang. "Reasonable Effectiveness of Random
+Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.registry import WEIGHTINGS
+from mtl_jax.tasks import Task
+from mtl_jax.weighting.base import Weighting
+
+
+@functools.lru_cache(maxsize=1)
+def random_weighting() -> Weighting:
+    def init(num_tasks: int):
+        return ()
+
+    def update(losses, state, key):
+        draw = jax.random.normal(key, losses.shape, jnp.float32)
+        return losses.shape[0] * jax.nn.softmax(draw), state
+
+    return Weighting(init, update)
+
+
+@WEIGHTINGS.register("rlw", "random loss weighting (Lin et al. 2022): T softmax(N(0, I)) each step; the baseline "
+                            "any method should beat")
+def from_tasks(tasks: Sequence[Task]) -> Weighting:
+    del tasks
+    return random_weighting()
