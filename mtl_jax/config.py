@@ -5,13 +5,15 @@ A config file is a Python file with ``get_config()`` returning a ``ConfigDict`` 
 overrides a field; values are Python literals (``--set learning_rate=3e-4``,
 ``--set head_hidden=(128,64)``, ``--set tasks.kind.weight=1.0``) or plain strings
 (``--set weighting=equal``). Unknown keys and type changes are refused with the known
-keys listed. The resolved config is saved as ``<workdir>/config.json``.
+keys listed. The resolved config is saved as ``<workdir>/config.json``. A config file may
+import a shared base from its own folder (``from houses_mtl import houses_mtl``).
 """
 from __future__ import annotations
 
 import ast
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -68,7 +70,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"mtl_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.resolve().parent))  # configs may import shared bases beside them
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.resolve().parent))
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {str(path)!r} defines no get_config()")
     config = module.get_config()

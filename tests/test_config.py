@@ -1,4 +1,8 @@
 """Config files, command-line overrides, registries and the optimizer a config describes."""
+import json
+from pathlib import Path
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -7,7 +11,7 @@ import pytest
 from mtl_jax import experiment  # noqa: F401 - registers every named piece
 from mtl_jax.config import apply_overrides, config_changes, default_config, load_config
 from mtl_jax.data.catalog import HOUSES
-from mtl_jax.registry import MODELS, WEIGHTINGS, Registry
+from mtl_jax.registry import MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS, Registry
 from mtl_jax.train.optim import make_optimizer
 
 SEED_CONFIG = "experiments/configs/seed_cnn.py"
@@ -106,3 +110,25 @@ def test_sgd_weight_decay_and_refusals():
         make_optimizer("adam", 0.0)
     with pytest.raises(KeyError, match="unknown learning-rate schedule 'cyclic'"):
         make_optimizer("adam", 1e-3, schedule="cyclic")
+
+
+@pytest.mark.parametrize("path", sorted(Path("experiments/configs").glob("*.py")), ids=lambda p: p.stem)
+def test_every_shipped_config_resolves_every_name(path):
+    config = load_config(path)
+    tasks = HOUSES.make_tasks(config.tasks.to_dict())
+    for registry, name in ((MODELS, config.model), (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
+        registry.get(name)
+    weighting = experiment.make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
+                                          steps_per_epoch=10, log=config.log_losses)
+    weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0))
+    assert weights.shape == (len(tasks),)
+
+
+def test_a_weighting_config_trains_end_to_end(tmp_path, data_dir):
+    config = load_config("experiments/configs/houses_uw.py", [
+        "data.train_size=96", "data.validation_size=40", "data.test_size=40", "epochs=1", "batch_size=32"])
+    results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
+    assert set(results["final"]) >= {"price/rmse", "windows/rmse", "kind/accuracy", "storeys/accuracy",
+                                     "roof_colour/accuracy"}
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["train/windows/weight"][0] < 0.5  # UW: 0.5 e^{-s}, s rising on the large windows loss

@@ -12,25 +12,32 @@ import mtl_jax as mtl
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.registry import WEIGHTINGS
-from mtl_jax.weighting import dwa, famo, geometric, imtl_l, log_losses, random_weighting, static, uncertainty
+from mtl_jax.train import create_train_state, make_train_step
+from mtl_jax.weighting import (Weighting, db_mtl, dwa, famo, geometric, gradnorm, imtl_l, log_losses,
+                               random_weighting, static, uncertainty)
 
 from conftest import toy_regression_classification
 
 KEY = jax.random.PRNGKey(0)
+TASKS = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
+MODEL = hard_sharing(MLP((16,)), TASKS)
 
 
-def _run(method, losses_per_step, num_tasks=None):
-    """Weights of every step for a ``[steps, T]`` loss sequence, and the final state."""
+def _run(method, losses_per_step, grad_norms=None):
+    """Weights of every step for a ``[steps, T]`` loss sequence (and gradient norms), and the final state."""
     losses_per_step = jnp.asarray(losses_per_step, jnp.float32)
-    state = method.init(num_tasks or losses_per_step.shape[1])
+    norms = jnp.ones_like(losses_per_step) if grad_norms is None else \
+        jnp.broadcast_to(jnp.asarray(grad_norms, jnp.float32), losses_per_step.shape)
+    state = method.init(losses_per_step.shape[1])
 
     def body(state, inputs):
-        step, losses = inputs
-        weights, state = method.update(losses, state, jax.random.fold_in(KEY, step))
+        step, losses, norm = inputs
+        extra = (norm,) if method.needs == "feature_grad_norms" else ()
+        weights, state = method.update(losses, state, jax.random.fold_in(KEY, step), *extra)
         return state, weights
 
-    state, weights = jax.jit(lambda s: jax.lax.scan(body, s, (jnp.arange(len(losses_per_step)), losses_per_step)))(
-        state)
+    steps = jnp.arange(len(losses_per_step))
+    state, weights = jax.jit(lambda s: jax.lax.scan(body, s, (steps, losses_per_step, norms)))(state)
     return np.asarray(weights), state
 
 
@@ -115,20 +122,59 @@ def test_famo_raises_the_weight_of_the_task_whose_loss_falls_slowest():
     np.testing.assert_allclose(weights[0] * [fast[0], slow[0]], 1.0, rtol=1e-6)  # z uniform: w_i L_i = z_i / c
 
 
+def test_gradnorm_moves_weighted_gradient_norms_to_the_target_ratio():
+    norms = np.array([1.0, 10.0, 4.0])
+    weights, _ = _run(gradnorm(alpha=0.0, learning_rate=0.01), np.ones((3000, 3)), norms)
+    np.testing.assert_allclose(weights[-1] * norms, np.mean(weights[-1] * norms), rtol=0.05)  # equal norms
+    np.testing.assert_allclose(weights.sum(1), 3.0, rtol=1e-5)
+    # losses fallen to 1/2, 1/2 and 1/8 of their start: r = L~/mean(L~), target G_i ~ r_i^alpha
+    losses = np.concatenate([np.ones((1, 3)), np.tile([[0.5, 0.5, 0.125]], (3000, 1))])
+    weights, _ = _run(gradnorm(alpha=1.0, learning_rate=0.01), losses, np.ones(3))
+    ratio = np.array([0.5, 0.5, 0.125]) / np.mean([0.5, 0.5, 0.125])
+    np.testing.assert_allclose(weights[-1] / weights[-1].sum(), ratio / ratio.sum(), rtol=0.05)
+
+
+def test_db_mtl_scales_every_log_loss_gradient_to_the_largest():
+    losses, norms = np.array([[0.5, 4.0, 2.0]]), np.array([1.0, 2.0, 8.0])
+    weights, _ = _run(db_mtl(beta=0.0), losses, norms)
+    log_norms = norms / losses[0]
+    np.testing.assert_allclose(weights[0] * norms, np.max(log_norms), rtol=1e-5)  # |w_i grad L_i| all equal
+    # the EMA of norms: b_t = beta / t^sigma
+    ema_weights, state = _run(db_mtl(beta=0.9, beta_sigma=0.5), np.ones((2, 2)), np.array([[1.0, 2.0], [3.0, 2.0]]))
+    b1, b2 = 0.9, 0.9 / np.sqrt(2)
+    first = (1 - b1) * np.array([1.0, 2.0])
+    np.testing.assert_allclose(state.norms, (1 - b2) * np.array([3.0, 2.0]) + b2 * first, rtol=1e-5)
+
+
+def test_the_feature_level_step_equals_the_ordinary_step_for_the_same_weights():
+    data = toy_regression_classification(16)
+    batch = {**data, "_valid": np.ones(16, np.float32)}
+    fixed = jnp.array([1.0, 0.5])
+    feature = Weighting(lambda n: (), lambda losses, state, key, norms: (fixed, state), "feature_grad_norms")
+    results = []
+    for weighting in (static([1.0, 0.5]), feature):
+        state = create_train_state(MODEL, TASKS, optax.sgd(0.1), weighting, data["x"][:2])
+        results.append(jax.device_get(make_train_step(MODEL, TASKS, optax.sgd(0.1), weighting, "x")(state, batch)))
+    chex.assert_trees_all_close(results[0][0].params, results[1][0].params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][1]["grad_norm"], results[1][1]["grad_norm"], rtol=1e-5)
+
+
+def test_feature_level_methods_need_a_model_with_a_shared_representation():
+    with pytest.raises(TypeError, match="must define 'represent'"):
+        make_train_step(MLP((4,)), TASKS, optax.sgd(0.1), gradnorm(), "x")
+
+
 @pytest.mark.parametrize("name", [n for n, _ in WEIGHTINGS.describe()])
 def test_every_method_stays_finite_on_zero_and_huge_losses(name):
     tasks = (mtl.regression("a"), mtl.classification("b", 3), mtl.regression("c"))
     method = make_weighting(name, tasks, {}, steps_per_epoch=2)
-    weights, _ = _run(method, [[0.0, 1e30, 1.0], [0.0, 1e-30, 2.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    losses = [[0.0, 1e30, 1.0], [0.0, 1e-30, 2.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    weights, _ = _run(method, losses, [[0.0, 1e3, 1.0], [1.0, 0.0, 1e-30], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     chex.assert_shape(weights, (4, 3))
     assert np.isfinite(weights).all() and (weights >= 0).all()
 
 
-TASKS = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
-MODEL = hard_sharing(MLP((16,)), TASKS)
-
-
-@pytest.mark.parametrize("name,log", [(n, False) for n, _ in WEIGHTINGS.describe()] + [("equal", True)])
+@pytest.mark.parametrize("name,log", [(n, False) for n, _ in WEIGHTINGS.describe()] + [("equal", True), ("gradnorm", True)])
 def test_every_method_trains_and_resumes_bitwise_from_a_checkpoint(name, log, tmp_path):
     data, validation = toy_regression_classification(40, seed=1), toy_regression_classification(16, seed=2)
     method = make_weighting(name, TASKS, {}, steps_per_epoch=5, log=log)

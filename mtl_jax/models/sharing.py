@@ -6,7 +6,8 @@ The contract every multi-task architecture in mtl_jax keeps:
 * ``model.apply(variables, inputs, method="represent")`` returns the *shared
   representation* ``z`` (the trunk's output), and
   ``model.apply(variables, z, method="predict_from")`` maps it to the predictions, so
-  feature-level gradient methods can differentiate with respect to ``z``;
+  feature-level gradient methods can differentiate with respect to ``z`` (given
+  ``{task: z}``, each head reads its own copy);
 * ``model.param_owner(name)`` says who owns a top-level parameter collection entry:
   ``"shared"`` or a task name (see :func:`param_labels`).
 
@@ -42,10 +43,13 @@ class MultiTaskModel(nn.Module):
         return self.trunk(x, train=train)
 
     def predict_from(self, z, train: bool = False):
+        """Predictions from ``z``, or from ``{task: z_task}`` (one copy per task, so that the
+        gradient with respect to each copy is that task's gradient alone)."""
         out = {}
         for name, head in self.heads.items():
+            z_task = z[name] if isinstance(z, Mapping) else z
             branch = (self.branches or {}).get(name)
-            out[name] = head(branch(z, train=train) if branch is not None else z, train=train)
+            out[name] = head(branch(z_task, train=train) if branch is not None else z_task, train=train)
         return out
 
     def __call__(self, x, train: bool = False):

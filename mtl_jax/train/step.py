@@ -27,7 +27,8 @@ import optax
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.train.feature_grads import check_feature_level, feature_level_gradients
+from mtl_jax.weighting.base import NEEDS, Weighting
 
 InputKey = str | tuple[str, ...]
 
@@ -57,20 +58,31 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
     using the returned state, not the one passed in.
     """
 
+    if weighting.needs not in NEEDS:
+        raise ValueError(f"weighting needs {weighting.needs!r}; the step provides {NEEDS}")
+    if weighting.needs == "feature_grad_norms":
+        check_feature_level(model)
+
     def train_step(state: TrainState, batch):
         key = jax.random.fold_in(state.rng, state.step)
         weight_key, dropout_key = jax.random.split(key)
 
-        def objective(params):
-            predictions = model.apply({"params": params}, select_inputs(batch, input_key), train=True,
-                                      rngs={"dropout": dropout_key})
-            losses, sums, counts = task_losses(tasks, predictions, batch)
-            weights, weighting_state = weighting.update(jax.lax.stop_gradient(losses), state.weighting_state,
-                                                        weight_key)
-            total = jnp.sum(jax.lax.stop_gradient(weights) * losses)
-            return total, (predictions, sums, counts, weights, weighting_state)
+        inputs, rngs = select_inputs(batch, input_key), {"dropout": dropout_key}
+        if weighting.needs == "feature_grad_norms":
+            grads, predictions, sums, counts, weights, weighting_state = feature_level_gradients(
+                model, tasks, state.params, inputs, batch, rngs,
+                lambda losses, norms: weighting.update(losses, state.weighting_state, weight_key, norms))
+        else:
+            def objective(params):
+                predictions = model.apply({"params": params}, inputs, train=True, rngs=rngs)
+                losses, sums, counts = task_losses(tasks, predictions, batch)
+                weights, weighting_state = weighting.update(jax.lax.stop_gradient(losses), state.weighting_state,
+                                                            weight_key)
+                total = jnp.sum(jax.lax.stop_gradient(weights) * losses)
+                return total, (predictions, sums, counts, weights, weighting_state)
 
-        grads, (predictions, sums, counts, weights, weighting_state) = jax.grad(objective, has_aux=True)(state.params)
+            grads, (predictions, sums, counts, weights, weighting_state) = jax.grad(
+                objective, has_aux=True)(state.params)
         grad_norm = optax.global_norm(grads)
         finite = jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

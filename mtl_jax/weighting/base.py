@@ -5,6 +5,14 @@ where ``losses`` is the ``[T]`` vector of this step's per-task losses (in task o
 gradients stopped), ``key`` is this step's PRNG key, and ``weights`` is ``[T]``. The
 train step minimises ``sum_i weights_i * L_i`` with the weights held constant, and
 keeps ``state`` in the train state so it is checkpointed and sharded with the rest.
+
+A method that also needs gradient information declares it in ``needs``:
+
+* ``"feature_grad_norms"``: ``update(losses, state, key, grad_norms)`` also receives
+  ``||dL_i/dz||``, the norm of each task's gradient with respect to the shared
+  representation ``z`` (MGDA-UB's feature level). The step gets every task's ``dL_i/dz``
+  from one backward pass through the heads (each head reads its own copy of ``z``), then
+  back-propagates ``sum_i w_i dL_i/dz`` through the trunk once: the cost of an EW step.
 """
 from __future__ import annotations
 
@@ -15,6 +23,10 @@ import jax
 WeightingState = Any
 
 
+NEEDS = ("losses", "feature_grad_norms")
+
+
 class Weighting(NamedTuple):
     init: Callable[[int], WeightingState]
-    update: Callable[[jax.Array, WeightingState, jax.Array], tuple[jax.Array, WeightingState]]
+    update: Callable[..., tuple[jax.Array, WeightingState]]
+    needs: str = "losses"

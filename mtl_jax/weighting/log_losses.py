@@ -1,13 +1,16 @@
 """The scale-invariant log-loss option, usable with any weighting method.
 
-``log_losses(method)`` hands the method ``log(L_i + eps)`` instead of ``L_i`` and turns its
-weights ``v_i`` into weights on the raw losses,
+``log_losses(method)`` makes the model minimise ``sum_i v_i log(L_i + eps)`` where ``v`` are
+the method's weights, decided by its own rule from the raw losses (so UW still learns
+variances of ``L_i``, DWA still compares epoch losses, GradNorm still measures training
+rates). On the raw losses the step's weights are therefore
 
-    w_i = v_i / (L_i + eps),   so   sum_i w_i grad L_i = grad sum_i v_i log(L_i + eps),
+    w_i = v_i / (L_i + eps),   so   sum_i w_i grad L_i = sum_i v_i grad log(L_i + eps),
 
-the gradient of the method's objective on log-losses. Multiplying a task's loss by a
-constant then leaves the update unchanged (up to ``eps``): no task dominates by units alone.
-This is the loss transform of DB-MTL (Lin et al. 2023) and of log-loss baselines.
+and methods that balance gradients receive the norms of the log-loss gradients,
+``||grad L_i|| / (L_i + eps)``. Multiplying a task's loss by a constant leaves the update
+unchanged (up to ``eps``): no task dominates by its units alone. This is the loss-scale
+half of DB-MTL (Lin et al. 2023), here available to every method.
 
 References: B. Lin, W. Jiang, F. Ye, Y. Zhang, P. Chen, Y.-C. Chen, S. Liu, J. T. Kwok.
 "Dual-Balancing for Multi-Task Learning", arXiv:2308.12029, 2023.
@@ -16,16 +19,14 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
-
 from mtl_jax.weighting.base import Weighting
 
 
 @functools.lru_cache(maxsize=64)
 def log_losses(method: Weighting, eps: float = 1e-8) -> Weighting:
-    def update(losses, state, key):
+    def update(losses, state, key, *grad_norms):
         shifted = losses + eps
-        weights, state = method.update(jnp.log(shifted), state, key)
+        weights, state = method.update(losses, state, key, *[g / shifted for g in grad_norms])
         return weights / shifted, state
 
-    return Weighting(method.init, update)
+    return Weighting(method.init, update, method.needs)
