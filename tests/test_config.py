@@ -120,7 +120,8 @@ def test_every_shipped_config_resolves_every_name(path):
         registry.get(name)
     weighting = experiment.make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
                                           steps_per_epoch=10, log=config.log_losses)
-    weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0))
+    extra = (jnp.ones(len(tasks)),) if weighting.needs == "feature_grad_norms" else ()
+    weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0), *extra)
     assert weights.shape == (len(tasks),)
 
 
