@@ -11,6 +11,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mtl_jax.models.conv import conv_for_platform, max_pool
+
 
 def as_float_image(x):
     """``uint8`` images to floats in [0, 1]; float inputs pass unchanged."""
@@ -43,13 +45,15 @@ class SeedCNN(nn.Module):
     """
 
     features: Sequence[int] = (32, 64)
+    conv: str = "auto"  # "auto": the GEMM convolution on CPU, XLA's elsewhere (mtl_jax.models.conv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = as_float_image(x)
+        conv_fn = conv_for_platform(self.conv)
         for width in self.features:
-            x = nn.Conv(width, (3, 3), padding="SAME")(x)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+            x = nn.Conv(width, (3, 3), padding="SAME", conv_general_dilated=conv_fn)(x)
+            x = max_pool(nn.relu(x), (2, 2), fast=conv_fn is not None)
         return x
 
 
@@ -58,17 +62,21 @@ class ResidualBlock(nn.Module):
 
     features: int
     strides: int = 1
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x):
+        conv_fn = conv_for_platform(self.conv)
         groups = min(8, self.features)
         y = nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]))(x))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = nn.Conv(self.features, (1, 1), strides=self.strides, use_bias=False)(y)
-        y = nn.Conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False)(y)
+            shortcut = nn.Conv(self.features, (1, 1), strides=self.strides, use_bias=False,
+                               conv_general_dilated=conv_fn)(y)
+        y = nn.Conv(self.features, (3, 3), strides=self.strides, padding="SAME", use_bias=False,
+                    conv_general_dilated=conv_fn)(y)
         y = nn.relu(nn.GroupNorm(num_groups=groups)(y))
-        y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
+        y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, conv_general_dilated=conv_fn)(y)
         return shortcut + y
 
 
@@ -77,15 +85,17 @@ class ResNet(nn.Module):
 
     stage_sizes: Sequence[int] = (1, 1, 1)
     widths: Sequence[int] = (32, 64, 128)
+    conv: str = "auto"  # see SeedCNN
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if len(self.stage_sizes) != len(self.widths):
             raise ValueError(f"ResNet: stage_sizes {self.stage_sizes} and widths {self.widths} differ in length")
-        x = nn.Conv(self.widths[0], (3, 3), padding="SAME")(as_float_image(x))
+        x = nn.Conv(self.widths[0], (3, 3), padding="SAME",
+                    conv_general_dilated=conv_for_platform(self.conv))(as_float_image(x))
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for block in range(blocks):
-                x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
+                x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1, conv=self.conv)(x)
         return nn.relu(nn.GroupNorm(num_groups=min(8, x.shape[-1]))(x))
 
 

@@ -1,0 +1,102 @@
+"""Seed CNN training step on CPU: XLA's convolution vs the GEMM path vs PyTorch eager, in one run.
+
+The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
+flatten, heads price (64 hidden, 1 output, MSE) and kind (64 hidden, 3 classes, CE),
+total ``mse + 0.5 ce``, Adam. Variants are timed round-robin, one waited-for step each in
+turn, and the table gives medians and ratios. PyTorch is timed when importable (it is
+never a dependency of mtl_jax; use a separate venv, see benchmarks/README.md).
+
+    python benchmarks/conv_speed.py [--samples 30]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+
+import mtl_jax as mtl
+from mtl_jax.data.batching import batches
+from mtl_jax.models import SeedCNN, hard_sharing
+from mtl_jax.train import create_train_state, make_train_step
+from mtl_jax.weighting import static
+
+BATCH = 64
+
+
+def jax_step(conv: str, batch):
+    tasks = (mtl.regression("price"), mtl.classification("kind", 3, weight=0.5))
+    model = hard_sharing(SeedCNN(conv=conv), tasks, head_hidden=(64,))
+    optimizer, weighting = optax.adam(1e-3), static([1.0, 0.5])
+    step = make_train_step(model, tasks, optimizer, weighting, "image")
+    state = create_train_state(model, tasks, optimizer, weighting, batch["image"][:2])
+    holder = {"state": state}
+
+    def run():
+        holder["state"], out = step(holder["state"], batch)
+        jax.block_until_ready(out)
+    return run
+
+
+def torch_step(batch):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    price = nn.Sequential(nn.Linear(16 * 16 * 64, 64), nn.ReLU(), nn.Linear(64, 1))
+    kind = nn.Sequential(nn.Linear(16 * 16 * 64, 64), nn.ReLU(), nn.Linear(64, 3))
+    params = [*trunk.parameters(), *price.parameters(), *kind.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    images = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+    target_price = torch.from_numpy(batch["price"])
+    target_kind = torch.from_numpy(batch["kind"]).long()
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        z = trunk(images)
+        loss = nn.functional.mse_loss(price(z)[:, 0], target_price) + \
+            0.5 * nn.functional.cross_entropy(kind(z), target_kind)
+        loss.backward()
+        optimizer.step()
+    return run, torch.__version__
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=30)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    data = {"image": rng.integers(0, 255, (BATCH, 64, 64, 3), dtype=np.uint8),
+            "price": rng.normal(size=BATCH).astype(np.float32),
+            "kind": rng.integers(0, 3, BATCH).astype(np.int32)}
+    batch = next(batches(data, BATCH))
+    variants = {"jax, XLA conv": jax_step("native", batch), "jax, GEMM conv": jax_step("fast", batch)}
+    try:
+        run, version = torch_step(data)
+        variants[f"torch {version} eager"] = run
+    except ImportError:
+        print("(torch not importable here: PyTorch column skipped)")
+    times = {name: [] for name in variants}
+    for run in variants.values():  # warm up: compile, first allocations
+        run()
+        run()
+    for _ in range(args.samples):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    reference = next((n for n in medians if n.startswith("torch")), "jax, XLA conv")
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}; median of {args.samples} interleaved steps")
+    for name, median in medians.items():
+        print(f"  {name:<22} {1e3 * median:7.1f} ms   {median / medians[reference]:.2f}x {reference}"
+              f"   {median / medians['jax, XLA conv']:.2f}x XLA conv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The fast CPU convolution and pooling give XLA's values and gradients."""
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from mtl_jax.models import ResNet, SeedCNN
+from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, gemm_conv_general_dilated, max_pool
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _pair(shape_x, shape_w, seed=0):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.normal(size=shape_x), jnp.float32),
+            jnp.asarray(rng.normal(size=shape_w) / np.sqrt(np.prod(shape_w[:3])), jnp.float32))
+
+
+CASES = [  # (x shape, w shape, strides, padding, dilation): every form the trunks use, and more
+    ((4, 16, 16, 3), (3, 3, 3, 32), (1, 1), "SAME", (1, 1)),      # RGB stem
+    ((4, 8, 8, 32), (3, 3, 32, 64), (1, 1), "SAME", (1, 1)),      # seed CNN conv 2
+    ((4, 9, 9, 16), (3, 3, 16, 8), (2, 2), "SAME", (1, 1)),       # ResNet stride-2 3x3, odd size
+    ((4, 8, 8, 16), (1, 1, 16, 32), (2, 2), "SAME", (1, 1)),      # ResNet 1x1 shortcut
+    ((2, 10, 12, 5), (3, 2, 5, 7), (1, 2), "VALID", (1, 1)),      # rectangular kernel, VALID
+    ((2, 12, 12, 4), (3, 3, 4, 6), (1, 1), ((2, 1), (0, 3)), (2, 2)),  # explicit pads, dilation
+]
+
+
+@pytest.mark.parametrize("shape_x,shape_w,strides,padding,dilation", CASES)
+def test_values_and_gradients_equal_xlas_convolution(shape_x, shape_w, strides, padding, dilation):
+    x, w = _pair(shape_x, shape_w)
+
+    def loss(conv, x, w):
+        y = conv(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=DN)
+        return jnp.sum(jnp.sin(y)), y
+
+    (value, y), grads = jax.value_and_grad(lambda x, w: loss(gemm_conv_general_dilated, x, w), (0, 1),
+                                           has_aux=True)(x, w)
+    (ref_value, ref_y), ref_grads = jax.value_and_grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1),
+                                                       has_aux=True)(x, w)
+    chex.assert_trees_all_close(y, ref_y, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, ref_grads, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_forms_fall_back_to_xla():
+    x, w = _pair((2, 8, 8, 4), (3, 3, 2, 6))
+    grouped = gemm_conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN, feature_group_count=2)
+    np.testing.assert_allclose(grouped, lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,
+                                                                 feature_group_count=2), rtol=1e-6)
+
+
+def test_flax_conv_with_the_fast_path_has_the_same_parameters_and_outputs():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), jnp.float32)
+    native, fast = nn.Conv(4, (3, 3)), nn.Conv(4, (3, 3), conv_general_dilated=gemm_conv_general_dilated)
+    params = native.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(fast.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_by_reshape_equals_flax_max_pool_values_and_gradients():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 9, 8, 5)), jnp.float32)  # odd height: remainder dropped
+    pool = lambda x, fast: jnp.sum(jnp.cos(max_pool(x, (2, 2), fast=fast)))  # noqa: E731
+    np.testing.assert_allclose(max_pool(x, (2, 2)), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    np.testing.assert_allclose(jax.grad(pool)(x, True), jax.grad(pool)(x, False), rtol=1e-6)
+
+
+@pytest.mark.parametrize("trunk", [SeedCNN, lambda conv: ResNet((1, 1), (8, 16), conv=conv)], ids=["seed", "resnet"])
+def test_trunks_give_the_same_outputs_and_gradients_on_both_paths(trunk):
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 255, (2, 16, 16, 3)), jnp.uint8)
+    fast, native = (trunk(conv="fast") if trunk is SeedCNN else trunk("fast"),
+                    trunk(conv="native") if trunk is SeedCNN else trunk("native"))
+    params = native.init(jax.random.PRNGKey(0), x)
+    chex.assert_trees_all_equal_shapes(fast.init(jax.random.PRNGKey(0), x), params)
+    loss = lambda model, p: jnp.sum(model.apply(p, x) ** 2)  # noqa: E731
+    np.testing.assert_allclose(fast.apply(params, x), native.apply(params, x), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(jax.grad(lambda p: loss(fast, p))(params), jax.grad(lambda p: loss(native, p))(params),
+                                rtol=1e-3, atol=1e-4)
+
+
+def test_the_cpu_choice_uses_gemm_only_for_narrow_patches():
+    x, w = _pair((2, 8, 8, 3), (3, 3, 3, 4))
+    lowered = jax.jit(lambda x, w: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)).lower(x, w)
+    assert "convolution" not in lowered.as_text()  # 27-wide patches: one dot
+    x, w = _pair((2, 8, 8, 32), (3, 3, 32, 4))
+    lowered = jax.jit(lambda x, w: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)).lower(x, w)
+    assert "convolution" in lowered.as_text()
+
+
+def test_the_platform_choice():
+    assert conv_for_platform("native") is None
+    assert conv_for_platform("fast") is conv_general_dilated
+    assert conv_for_platform("auto") is (conv_general_dilated if jax.default_backend() == "cpu" else None)
+    with pytest.raises(ValueError, match="conv must be one of"):
+        conv_for_platform("cudnn")
