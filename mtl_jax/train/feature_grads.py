@@ -13,11 +13,10 @@ This is the feature level of MGDA-UB (Sener & Koltun 2018) and LibMTL's ``rep_gr
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_jax.models.sharing import SHARED
 from mtl_jax.tasks import Task, task_losses
@@ -49,11 +48,11 @@ def feature_level_gradients(model, tasks: Sequence[Task], params, inputs, batch,
 
     (head_grads, z_grads), (losses, predictions, sums, counts) = jax.grad(
         head_losses, argnums=(0, 1), has_aux=True)(params, {n: z for n in names})
-    norms = jnp.stack([optax.global_norm(z_grads[n]) for n in names])
+    per_task = jax.tree.map(lambda *g: jnp.stack(g), *[z_grads[n] for n in names])  # leaves [T, ...]
+    norms = jnp.sqrt(sum(jnp.sum(leaf.reshape(len(names), -1) ** 2, axis=1) for leaf in jax.tree.leaves(per_task)))
     weights, aux = weights_from(jax.lax.stop_gradient(losses), jax.lax.stop_gradient(norms))
     weights = jax.lax.stop_gradient(weights)
-    shared_cotangent = jax.tree.map(lambda *g: sum(w * gi for w, gi in zip(weights, g)),
-                                    *[z_grads[n] for n in names])
+    shared_cotangent = jax.tree.map(lambda leaf: jnp.tensordot(weights, leaf, axes=1), per_task)
     trunk_grads = trunk_vjp(shared_cotangent)[0]
     index = {n: i for i, n in enumerate(names)}
     grads = {}
