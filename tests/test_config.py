@@ -120,7 +120,7 @@ def test_every_shipped_config_resolves_every_name(path):
         registry.get(name)
     weighting = experiment.make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
                                           steps_per_epoch=10, log=config.log_losses)
-    extra = (jnp.ones(len(tasks)),) if weighting.needs == "feature_grad_norms" else ()
+    extra = (jnp.eye(len(tasks)),) if weighting.needs == "feature_gramian" else ()
     weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0), *extra)
     assert weights.shape == (len(tasks),)
 

@@ -24,7 +24,8 @@ MODEL = hard_sharing(MLP((16,)), TASKS)
 
 
 def _run(method, losses_per_step, grad_norms=None):
-    """Weights of every step for a ``[steps, T]`` loss sequence (and gradient norms), and the final state."""
+    """Weights of every step for a ``[steps, T]`` loss sequence (and gradient norms: a diagonal
+    Gramian for methods that need one), and the final state."""
     losses_per_step = jnp.asarray(losses_per_step, jnp.float32)
     norms = jnp.ones_like(losses_per_step) if grad_norms is None else \
         jnp.broadcast_to(jnp.asarray(grad_norms, jnp.float32), losses_per_step.shape)
@@ -32,7 +33,7 @@ def _run(method, losses_per_step, grad_norms=None):
 
     def body(state, inputs):
         step, losses, norm = inputs
-        extra = (norm,) if method.needs == "feature_grad_norms" else ()
+        extra = (jnp.diag(norm ** 2),) if method.needs == "feature_gramian" else ()
         weights, state = method.update(losses, state, jax.random.fold_in(KEY, step), *extra)
         return state, weights
 
@@ -150,7 +151,7 @@ def test_the_feature_level_step_equals_the_ordinary_step_for_the_same_weights():
     data = toy_regression_classification(16)
     batch = {**data, "_valid": np.ones(16, np.float32)}
     fixed = jnp.array([1.0, 0.5])
-    feature = Weighting(lambda n: (), lambda losses, state, key, norms: (fixed, state), "feature_grad_norms")
+    feature = Weighting(lambda n: (), lambda losses, state, key, gramian: (fixed, state), "feature_gramian")
     results = []
     for weighting in (static([1.0, 0.5]), feature):
         state = create_train_state(MODEL, TASKS, optax.sgd(0.1), weighting, data["x"][:2])

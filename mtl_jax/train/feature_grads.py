@@ -32,9 +32,11 @@ def check_feature_level(model) -> None:
 
 def feature_level_gradients(model, tasks: Sequence[Task], params, inputs, batch, rngs,
                             weights_from: Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]):
-    """``grad sum_i w_i L_i`` with ``(w, aux) = weights_from(losses, per_task_grad_norms)``.
+    """``grad sum_i w_i L_i`` with ``(w, aux) = weights_from(losses, gramian)``.
 
-    Returns ``(grads, predictions, sums, counts, weights, aux)``; losses and norms reach
+    ``gramian`` is the ``T x T`` matrix ``G_ij = <dL_i/dz, dL_j/dz>`` of the per-task
+    gradients at the shared representation (its diagonal holds the squared norms). Returns
+    ``(grads, predictions, sums, counts, weights, aux)``; losses and the Gramian reach
     ``weights_from`` with gradients stopped.
     """
     names = [t.name for t in tasks]
@@ -49,8 +51,9 @@ def feature_level_gradients(model, tasks: Sequence[Task], params, inputs, batch,
     (head_grads, z_grads), (losses, predictions, sums, counts) = jax.grad(
         head_losses, argnums=(0, 1), has_aux=True)(params, {n: z for n in names})
     per_task = jax.tree.map(lambda *g: jnp.stack(g), *[z_grads[n] for n in names])  # leaves [T, ...]
-    norms = jnp.sqrt(sum(jnp.sum(leaf.reshape(len(names), -1) ** 2, axis=1) for leaf in jax.tree.leaves(per_task)))
-    weights, aux = weights_from(jax.lax.stop_gradient(losses), jax.lax.stop_gradient(norms))
+    flat = [leaf.reshape(len(names), -1) for leaf in jax.tree.leaves(per_task)]
+    gramian = sum(f @ f.T for f in flat)  # G_ij = <dL_i/dz, dL_j/dz>
+    weights, aux = weights_from(jax.lax.stop_gradient(losses), jax.lax.stop_gradient(gramian))
     weights = jax.lax.stop_gradient(weights)
     shared_cotangent = jax.tree.map(lambda leaf: jnp.tensordot(weights, leaf, axes=1), per_task)
     trunk_grads = trunk_vjp(shared_cotangent)[0]

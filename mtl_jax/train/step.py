@@ -60,7 +60,7 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
 
     if weighting.needs not in NEEDS:
         raise ValueError(f"weighting needs {weighting.needs!r}; the step provides {NEEDS}")
-    if weighting.needs == "feature_grad_norms":
+    if weighting.needs == "feature_gramian":
         check_feature_level(model)
 
     def train_step(state: TrainState, batch):
@@ -68,10 +68,10 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
         weight_key, dropout_key = jax.random.split(key)
 
         inputs, rngs = select_inputs(batch, input_key), {"dropout": dropout_key}
-        if weighting.needs == "feature_grad_norms":
+        if weighting.needs == "feature_gramian":
             grads, predictions, sums, counts, weights, weighting_state = feature_level_gradients(
                 model, tasks, state.params, inputs, batch, rngs,
-                lambda losses, norms: weighting.update(losses, state.weighting_state, weight_key, norms))
+                lambda losses, gramian: weighting.update(losses, state.weighting_state, weight_key, gramian))
         else:
             def objective(params):
                 predictions = model.apply({"params": params}, inputs, train=True, rngs=rngs)

@@ -8,11 +8,12 @@ keeps ``state`` in the train state so it is checkpointed and sharded with the re
 
 A method that also needs gradient information declares it in ``needs``:
 
-* ``"feature_grad_norms"``: ``update(losses, state, key, grad_norms)`` also receives
-  ``||dL_i/dz||``, the norm of each task's gradient with respect to the shared
-  representation ``z`` (MGDA-UB's feature level). The step gets every task's ``dL_i/dz``
-  from one backward pass through the heads (each head reads its own copy of ``z``), then
-  back-propagates ``sum_i w_i dL_i/dz`` through the trunk once: the cost of an EW step.
+* ``"feature_gramian"``: ``update(losses, state, key, gramian)`` also receives the
+  ``T x T`` Gramian ``G_ij = <dL_i/dz, dL_j/dz>`` of the tasks' gradients with respect to
+  the shared representation ``z`` (MGDA-UB's feature level; ``sqrt(diag G)`` are the
+  gradient norms). The step gets every task's ``dL_i/dz`` from one backward pass through
+  the heads (each head reads its own copy of ``z``), then back-propagates
+  ``sum_i w_i dL_i/dz`` through the trunk once: about the cost of an EW step.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import jax
 WeightingState = Any
 
 
-NEEDS = ("losses", "feature_grad_norms")
+NEEDS = ("losses", "feature_gramian")
 
 
 class Weighting(NamedTuple):

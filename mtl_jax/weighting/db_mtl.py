@@ -10,7 +10,7 @@ gradient to the largest one:
 so the step's weights on the raw losses are ``w_i = alpha_i / (L_i + eps)`` and every
 task's log-loss gradient at ``z`` reaches the magnitude of the largest. The paper keeps an
 EMA of the gradient *vectors* of all shared parameters (``T x P`` state); here the EMA is of
-their norms at the shared representation ``z`` (``needs="feature_grad_norms"``), which keeps
+their norms at the shared representation ``z`` (``needs="feature_gramian"``), which keeps
 the step at EW's cost; the direction uses this step's gradients.
 
 References: B. Lin, W. Jiang, F. Ye, Y. Zhang, P. Chen, Y.-C. Chen, S. Liu, J. T. Kwok.
@@ -39,8 +39,9 @@ def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Wei
     def init(num_tasks: int) -> DBMTLState:
         return DBMTLState(jnp.zeros((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32))
 
-    def update(losses, state: DBMTLState, key, grad_norms):
+    def update(losses, state: DBMTLState, key, gramian):
         del key
+        grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         shifted = losses + eps
         step = state.step + 1
         b = beta / step.astype(jnp.float32) ** beta_sigma
@@ -49,7 +50,7 @@ def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Wei
         alpha = jnp.where(norms > eps, alpha, 1.0)  # a task with no gradient keeps weight 1
         return alpha / shifted, DBMTLState(norms, step)
 
-    return Weighting(init, update, needs="feature_grad_norms")
+    return Weighting(init, update, needs="feature_gramian")
 
 
 @WEIGHTINGS.register("db_mtl", "DB-MTL (Lin et al. 2023): log-losses plus gradients rescaled to the largest "

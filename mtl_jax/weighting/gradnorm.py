@@ -12,7 +12,7 @@ sign(G_i - G_bar r_i^alpha) ||grad L_i||`` and is renormalised to sum to ``T``; 
 step uses the weights from before this update. Tasks that train slower (larger ``r_i``) get
 larger gradients; ``alpha`` sets how strongly (0: equal norms).
 
-Gradients are taken at the shared representation ``z`` (``needs="feature_grad_norms"``),
+Gradients are taken at the shared representation ``z`` (``needs="feature_gramian"``),
 as in LibMTL's ``rep_grad`` mode, instead of the last shared layer's weights of the paper:
 the step then costs about as much as EW.
 
@@ -49,8 +49,9 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8)
         return GradNormState(weights, jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool),
                              optimizer.init(weights))
 
-    def update(losses, state: GradNormState, key, grad_norms):
+    def update(losses, state: GradNormState, key, gramian):
         del key
+        grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         num_tasks = losses.shape[0]
         initial = jnp.where(state.started, state.initial_losses, jnp.maximum(losses, eps))
         weighted_norms = state.weights * grad_norms
@@ -62,7 +63,7 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8)
         new = num_tasks * new / jnp.sum(new)
         return state.weights, GradNormState(new, initial, jnp.ones((), bool), opt_state)
 
-    return Weighting(init, update, needs="feature_grad_norms")
+    return Weighting(init, update, needs="feature_gramian")
 
 
 @WEIGHTINGS.register("gradnorm", "GradNorm (Chen et al. 2018), alpha: learned weights equalise gradient norms "

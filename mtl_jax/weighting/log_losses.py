@@ -7,8 +7,8 @@ rates). On the raw losses the step's weights are therefore
 
     w_i = v_i / (L_i + eps),   so   sum_i w_i grad L_i = sum_i v_i grad log(L_i + eps),
 
-and methods that balance gradients receive the norms of the log-loss gradients,
-``||grad L_i|| / (L_i + eps)``. Multiplying a task's loss by a constant leaves the update
+and methods that balance gradients receive the Gramian of the log-loss gradients,
+``G_ij / ((L_i + eps)(L_j + eps))``. Multiplying a task's loss by a constant leaves the update
 unchanged (up to ``eps``): no task dominates by its units alone. This is the loss-scale
 half of DB-MTL (Lin et al. 2023), here available to every method.
 
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import functools
 
+import jax.numpy as jnp
+
 from mtl_jax.weighting.base import Weighting
 
 
 @functools.lru_cache(maxsize=64)
 def log_losses(method: Weighting, eps: float = 1e-8) -> Weighting:
-    def update(losses, state, key, *grad_norms):
+    def update(losses, state, key, *gramian):
         shifted = losses + eps
-        weights, state = method.update(losses, state, key, *[g / shifted for g in grad_norms])
+        weights, state = method.update(losses, state, key, *[g / jnp.outer(shifted, shifted) for g in gramian])
         return weights / shifted, state
 
     return Weighting(method.init, update, method.needs)
