@@ -40,17 +40,17 @@ def _parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("--output", required=True, help="a .csv or .npz file")
             p.add_argument("--inputs", help="an .npy (or .npz with the dataset's input key) instead of a split")
-    sub.add_parser("list", help="datasets, models, weighting methods, optimizers and schedules")
+    sub.add_parser("list", help="datasets, models, weighting methods, aggregators, optimizers and schedules")
     return parser
 
 
 def _list() -> str:
     import mtl_jax.experiment  # noqa: F401 - registers everything
-    from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
+    from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 
     lines = []
     for title, registry in (("datasets", DATASETS), ("models", MODELS), ("weighting methods", WEIGHTINGS),
-                            ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
+                            ("aggregators", AGGREGATORS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
         lines.append(f"{title}:")
         width = max(len(name) for name, _ in registry.describe())
         lines += [f"  {name:<{width}}  {text}" for name, text in registry.describe()]

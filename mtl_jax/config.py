@@ -21,7 +21,7 @@ import ml_collections
 
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
-OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "weighting_kwargs")
+OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "weighting_kwargs", "aggregator_kwargs")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -37,6 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.weighting = "static"          # loss weighting (mtl-jax list: weighting methods)
     c.weighting_kwargs = {}         # the method's options (mtl-jax list shows the methods)
     c.log_losses = False            # hand the method log-losses: scale-invariant across tasks
+    c.aggregator = "none"           # gradient aggregation after weighting: mgda, pcgrad, upgrad, ... (mtl-jax list)
+    c.aggregator_kwargs = {}
     c.optimizer = "adam"            # adam | adamw | sgd | rmsprop
     c.learning_rate = 1e-3
     c.momentum = 0.0                # sgd / rmsprop

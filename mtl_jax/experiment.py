@@ -27,7 +27,8 @@ from mtl_jax.config import config_changes, read_config, save_config
 from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import build_model
-from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
+from mtl_jax.aggregation import aggregated
+from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.train.checkpoint import Checkpointer
 from mtl_jax.train.loop import check_writable, evaluate, fit, predict, write_json
@@ -59,6 +60,8 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     for registry, name in ((MODELS, config.model), (WEIGHTINGS, config.weighting), (OPTIMIZERS, config.optimizer),
                            (SCHEDULES, config.schedule)):
         registry.get(name)  # a misspelt name fails before any data are loaded
+    if config.aggregator != "none":
+        AGGREGATORS.get(config.aggregator)
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=spec.output_size)
@@ -70,13 +73,15 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
         momentum=config.momentum)
     weighting = make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
                                steps_per_epoch=steps_per_epoch(data["train"], config.batch_size),
-                               log=config.log_losses)
+                               log=config.log_losses, aggregator=config.aggregator,
+                               aggregator_kwargs=dict(config.aggregator_kwargs))
     return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting)
 
 
 def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_per_epoch: int,
-                   log: bool = False):
-    """The named weighting method; ``steps_per_epoch`` is passed to methods that take it (DWA)."""
+                   log: bool = False, aggregator: str = "none", aggregator_kwargs: dict | None = None):
+    """The named weighting method (``steps_per_epoch`` goes to methods that take it, e.g. DWA),
+    on log-losses if ``log``, followed by the named gradient aggregator unless ``"none"``."""
     factory = WEIGHTINGS.get(name)
     if "steps_per_epoch" in inspect.signature(factory).parameters:
         kwargs = {"steps_per_epoch": steps_per_epoch, **kwargs}
@@ -84,7 +89,14 @@ def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_pe
         weighting = factory(tasks, **kwargs)
     except TypeError as error:
         raise ValueError(f"weighting {name!r}: bad weighting_kwargs {sorted(kwargs)} ({error})") from error
-    return log_losses(weighting) if log else weighting
+    weighting = log_losses(weighting) if log else weighting
+    if aggregator == "none":
+        return weighting
+    try:
+        method = AGGREGATORS.get(aggregator)(**(aggregator_kwargs or {}))
+    except TypeError as error:
+        raise ValueError(f"aggregator {aggregator!r}: bad aggregator_kwargs ({error})") from error
+    return aggregated(weighting, method)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,

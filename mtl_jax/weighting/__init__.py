@@ -14,5 +14,5 @@ from mtl_jax.weighting.rlw import random_weighting
 from mtl_jax.weighting.static import static
 from mtl_jax.weighting.uncertainty import uncertainty
 
-__all__ = ["Weighting", "db_mtl", "dwa", "famo", "geometric", "gradnorm", "imtl_l", "log_losses", "random_weighting", "static",
-           "uncertainty"]
+__all__ = ["Weighting", "db_mtl", "dwa", "famo", "geometric", "gradnorm", "imtl_l", "log_losses",
+           "random_weighting", "static", "uncertainty"]
