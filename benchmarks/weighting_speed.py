@@ -78,7 +78,7 @@ def main() -> None:
         print(f"\n{title}: EW step {1e3 * medians['equal']:.1f} ms")
         for name, run in runs.items():
             compiled = run[0]._cache_size()
-            print(f"  {name:<10} {medians[name] / medians['equal']:5.2f}x EW   compiled programs: {compiled}"
+            print(f"  {name:<12} {medians[name] / medians['equal']:5.2f}x EW   compiled programs: {compiled}"
                   + ("" if compiled == 1 else "  <- RECOMPILED"))
 
 
