@@ -20,7 +20,7 @@ import numpy as np
 from mtl_jax.config import load_config
 from mtl_jax.data import load_houses
 from mtl_jax.experiment import train_and_evaluate
-from mtl_jax.train.loop import write_json
+from mtl_jax.files import write_json
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "seed_cnn.py"
 

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import ml_collections
 
+from mtl_jax.files import write_json
+
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
 OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "weighting_kwargs", "aggregator_kwargs")
@@ -121,9 +123,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    tmp = workdir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=1, default=list))
-    tmp.replace(workdir / CONFIG_FILE)
+    write_json(Path(workdir) / CONFIG_FILE, config.to_dict())
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -30,8 +30,9 @@ from mtl_jax.models.catalog import build_model
 from mtl_jax.aggregation import aggregated
 from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.train.checkpoint import Checkpointer
-from mtl_jax.train.loop import check_writable, evaluate, fit, predict, write_json
+from mtl_jax.train.checkpoint import Checkpointer, saved_steps
+from mtl_jax.files import write_json
+from mtl_jax.train.loop import check_writable, evaluate, fit, predict
 from mtl_jax.train.optim import make_optimizer
 from mtl_jax.train.state import create_train_state
 from mtl_jax.weighting.log_losses import log_losses
@@ -113,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         changes = config_changes(read_config(workdir), config)
         if changes:
             warnings.warn(f"resuming {str(workdir)!r} with a changed config: {'; '.join(changes)}", stacklevel=2)
-    elif not resume and Checkpointer(workdir).steps():
+    elif not resume and saved_steps(workdir):
         raise FileExistsError(f"workdir {str(workdir)!r} already holds a run; pass --resume to continue it "
                               "or choose another --workdir")
     experiment = build(config, data_dir)

@@ -41,6 +41,12 @@ class Restored(NamedTuple):
     epoch_outputs: list
 
 
+def saved_steps(workdir: str | Path) -> list[int]:
+    """Steps of the complete latest-checkpoints in ``workdir``, read without opening orbax."""
+    folder = Path(workdir) / LATEST_DIR
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
 def abstract_of(tree):
     """Shapes, dtypes and shardings of ``tree``: the target orbax restores against."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 from mtl_jax import checks
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
+from mtl_jax.files import write_json
 from mtl_jax.tasks import Task, static_weights, task_outputs
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.monitor import Monitor
@@ -96,13 +96,6 @@ def check_writable(workdir: str | Path) -> Path:
         raise PermissionError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
                               "choose another --workdir") from error
     return path
-
-
-def write_json(path: Path, value) -> None:
-    """Writes JSON to a temporary file and renames it: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
 
 
 def run_signature(tasks: Sequence[Task], abstract_state) -> dict:
@@ -290,7 +283,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                 pending.append((host_step, out))
                 bar.update()
                 end = meta["step_in_epoch"] == spe
-                at_log = log_every_steps and host_step % log_every_steps == 0
+                at_log = writer is not None and log_every_steps and host_step % log_every_steps == 0
                 at_eval = validation is not None and eval_every_steps and host_step % eval_every_steps == 0
                 at_save = checkpoint_every_steps and host_step % checkpoint_every_steps == 0
                 if not (end or at_log or at_eval or at_save):
