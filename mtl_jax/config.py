@@ -41,6 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_losses = False            # hand the method log-losses: scale-invariant across tasks
     c.aggregator = "none"           # gradient aggregation after weighting: mgda, pcgrad, upgrad, ... (mtl-jax list)
     c.aggregator_kwargs = {}
+    c.gradient_level = "feature"    # where gradient methods see the tasks' gradients: feature (w.r.t. the shared
+    #                                 representation, ~1 EW step) | parameter (exact, all shared parameters)
+    c.gradient_diagnostics = False  # log task-gradient cosines and conflicts (Gramian at gradient_level)
     c.optimizer = "adam"            # adam | adamw | sgd | rmsprop
     c.learning_rate = 1e-3
     c.momentum = 0.0                # sgd / rmsprop

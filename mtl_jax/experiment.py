@@ -28,6 +28,7 @@ from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import build_model
 from mtl_jax.aggregation import aggregated
+from mtl_jax.weighting.base import at_level, observed
 from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.train.checkpoint import Checkpointer, saved_steps
@@ -75,14 +76,18 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     weighting = make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
                                steps_per_epoch=steps_per_epoch(data["train"], config.batch_size),
                                log=config.log_losses, aggregator=config.aggregator,
-                               aggregator_kwargs=dict(config.aggregator_kwargs))
+                               aggregator_kwargs=dict(config.aggregator_kwargs), level=config.gradient_level,
+                               diagnostics=config.gradient_diagnostics)
     return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting)
 
 
 def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_per_epoch: int,
-                   log: bool = False, aggregator: str = "none", aggregator_kwargs: dict | None = None):
+                   log: bool = False, aggregator: str = "none", aggregator_kwargs: dict | None = None,
+                   level: str = "feature", diagnostics: bool = False):
     """The named weighting method (``steps_per_epoch`` goes to methods that take it, e.g. DWA),
-    on log-losses if ``log``, followed by the named gradient aggregator unless ``"none"``."""
+    on log-losses if ``log``, followed by the named gradient aggregator unless ``"none"``;
+    gradient-based methods see the tasks' gradients at ``level`` (feature | parameter), and
+    ``diagnostics`` makes even a loss-only method's step form that Gramian (to log it)."""
     factory = WEIGHTINGS.get(name)
     if "steps_per_epoch" in inspect.signature(factory).parameters:
         kwargs = {"steps_per_epoch": steps_per_epoch, **kwargs}
@@ -91,13 +96,14 @@ def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_pe
     except TypeError as error:
         raise ValueError(f"weighting {name!r}: bad weighting_kwargs {sorted(kwargs)} ({error})") from error
     weighting = log_losses(weighting) if log else weighting
-    if aggregator == "none":
-        return weighting
-    try:
-        method = AGGREGATORS.get(aggregator)(**(aggregator_kwargs or {}))
-    except TypeError as error:
-        raise ValueError(f"aggregator {aggregator!r}: bad aggregator_kwargs ({error})") from error
-    return aggregated(weighting, method)
+    if aggregator != "none":
+        try:
+            method = AGGREGATORS.get(aggregator)(**(aggregator_kwargs or {}))
+        except TypeError as error:
+            raise ValueError(f"aggregator {aggregator!r}: bad aggregator_kwargs ({error})") from error
+        weighting = aggregated(weighting, method)
+    weighting = at_level(weighting, level)
+    return observed(weighting, level) if diagnostics else weighting
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *, resume: bool = False,

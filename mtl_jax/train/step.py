@@ -27,7 +27,7 @@ import optax
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
-from mtl_jax.train.feature_grads import check_feature_level, feature_level_gradients
+from mtl_jax.train.task_gradients import GRADIENT_NEEDS, check_gradient_model, weighted_gradients
 from mtl_jax.weighting.base import NEEDS, Weighting
 
 InputKey = str | tuple[str, ...]
@@ -60,18 +60,19 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
 
     if weighting.needs not in NEEDS:
         raise ValueError(f"weighting needs {weighting.needs!r}; the step provides {NEEDS}")
-    if weighting.needs == "feature_gramian":
-        check_feature_level(model)
+    if weighting.needs in GRADIENT_NEEDS:
+        check_gradient_model(model)
 
     def train_step(state: TrainState, batch):
         key = jax.random.fold_in(state.rng, state.step)
         weight_key, dropout_key = jax.random.split(key)
 
         inputs, rngs = select_inputs(batch, input_key), {"dropout": dropout_key}
-        if weighting.needs == "feature_gramian":
-            grads, predictions, sums, counts, weights, weighting_state = feature_level_gradients(
-                model, tasks, state.params, inputs, batch, rngs,
-                lambda losses, gramian: weighting.update(losses, state.weighting_state, weight_key, gramian))
+        gramian = None
+        if weighting.needs in GRADIENT_NEEDS:
+            grads, predictions, sums, counts, weights, weighting_state, gramian = weighted_gradients(
+                model, tasks, state.params, inputs, batch, rngs, weighting.needs,
+                lambda losses, information: weighting.update(losses, state.weighting_state, weight_key, information))
         else:
             def objective(params):
                 predictions = model.apply({"params": params}, inputs, train=True, rngs=rngs)
@@ -95,6 +96,8 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
                                   weighting_state=weighting_state)
         outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,
                    "finite": finite, "stats": metric_stats(tasks, predictions, batch)}
+        if gramian is not None:
+            outputs["gramian"] = gramian
         return new_state, outputs
 
     return jax.jit(train_step, donate_argnums=0)
