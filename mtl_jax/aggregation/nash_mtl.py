@@ -1,0 +1,77 @@
+"""Nash-MTL: the update as a Nash bargaining solution between tasks (Navon et al. 2022).
+
+Each task's utility of a direction ``d`` in the ball is ``<g_i, d>``; the bargaining solution
+is ``d = sum_i a_i g_i`` with ``a > 0`` solving
+
+    (G a)_i = 1 / a_i   for every task,      i.e.  <g_i, d> a_i = 1,
+
+so a task whose gradient is small or in conflict gets a larger coefficient. This is the
+stationarity condition of the strictly convex ``f(a) = 1/2 a^T G a - sum_i log a_i``, which is
+minimised here by damped Newton steps ``a <- a + delta / (1 + lambda)`` (``lambda`` the Newton
+decrement: the iterates stay positive and converge quadratically; Nesterov & Nemirovski's
+self-concordance) instead of the paper's sequence of convex programs (cvxpy).
+
+As in the authors' code, ``G`` is first divided by its Frobenius norm (so the step keeps the
+scale of the loss gradients; with ``T = 1`` the coefficient is 1), and a ridge of ``ridge *
+trace(G) / T`` keeps ``f`` bounded below for rank-deficient ``G`` (duplicate or exactly
+opposite gradients), where the exact system has no solution. ``update_every`` recomputes
+the coefficients every k steps and reuses them in between (the paper's speed-up).
+
+References: A. Navon, A. Shamsian, I. Achituve, H. Maron, K. Kawaguchi, G. Chechik,
+E. Fetaya. "Multi-Task Learning as a Bargaining Game", ICML 2022.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.registry import AGGREGATORS
+
+ITERATIONS = 40
+
+
+def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS):
+    n = gramian.shape[0]
+    norm = jnp.sqrt(jnp.sum(gramian ** 2))
+    g = (gramian + gramian.T) / 2 / jnp.maximum(norm, 1e-30)
+    g = g + ridge * jnp.maximum(jnp.trace(g) / n, 1e-12) * jnp.eye(n, dtype=g.dtype)
+
+    def body(_, a):
+        gradient = g @ a - 1.0 / a
+        hessian = g + jnp.diag(1.0 / a ** 2)
+        delta = -jnp.linalg.solve(hessian, gradient)
+        decrement = jnp.sqrt(jnp.maximum(-gradient @ delta, 0.0))
+        return a + delta / (1.0 + decrement)
+
+    start = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(g), 1e-12))
+    a = jax.lax.fori_loop(0, iterations, body, start)
+    return jnp.where(norm > 1e-30, a, jnp.ones((n,), gramian.dtype))
+
+
+class NashState(NamedTuple):
+    coefficients: jax.Array
+    count: jax.Array
+
+
+@AGGREGATORS.register("nash_mtl", "Nash-MTL (Navon et al. 2022), update_every: Nash bargaining between tasks, "
+                                  "a_i <g_i, d> = 1")
+@functools.lru_cache(maxsize=16)
+def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Aggregator:
+    if update_every < 1:
+        raise ValueError(f"Nash-MTL's update_every must be >= 1, got {update_every}")
+
+    def init(num_tasks: int) -> NashState:
+        return NashState(jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32))
+
+    def update(gramian, state: NashState, key):
+        del key
+        fresh = state.count % update_every == 0
+        coefficients = jax.lax.cond(fresh, lambda: nash_coefficients(gramian, ridge).astype(jnp.float32),
+                                    lambda: state.coefficients)
+        return coefficients, NashState(coefficients, state.count + 1)
+
+    return Aggregator(init, update)
