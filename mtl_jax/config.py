@@ -44,6 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.gradient_level = "feature"    # where gradient methods see the tasks' gradients: feature (w.r.t. the shared
     #                                 representation, ~1 EW step) | parameter (exact, all shared parameters)
     c.gradient_diagnostics = False  # log task-gradient cosines and conflicts (Gramian at gradient_level)
+    c.affinity_every_steps = 0      # measure inter-task affinity (Fifty et al. 2021) every N steps (0: never)
+    c.affinity_learning_rate = 0.0  # its lookahead step size (0: the schedule's learning rate)
     c.optimizer = "adam"            # adam | adamw | sgd | rmsprop
     c.learning_rate = 1e-3
     c.momentum = 0.0                # sgd / rmsprop

@@ -134,7 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                  keep_checkpoints=c.keep_checkpoints, best_metric=c.best_metric or None,
                  early_stopping_patience=c.early_stopping_patience, min_delta=c.min_delta,
                  eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
-                 learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard)
+                 learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard,
+                 affinity_every_steps=c.affinity_every_steps,
+                 affinity_learning_rate=c.affinity_learning_rate or None)
     test = experiment.data.get("test")
     results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
                                "stopped_early": len(result.history["epoch"]) < c.epochs,

@@ -10,11 +10,20 @@ which makes runs reproducible and resumable mid-epoch.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
+
+InputKey = str | tuple[str, ...]
+
+
+def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
+    """The model's inputs: ``batch[key]``, or a dict of several keys."""
+    if isinstance(input_key, str):
+        return batch[input_key]
+    return {k: batch[k] for k in input_key}
 
 Arrays = Mapping[str, np.ndarray]
 

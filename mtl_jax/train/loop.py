@@ -32,11 +32,13 @@ from tqdm.auto import tqdm
 from mtl_jax import checks
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
+from mtl_jax.diagnostics import conflict
+from mtl_jax.diagnostics.affinity import Affinities, affinity_table, make_affinity_step, strongest_partners
 from mtl_jax.files import write_json
 from mtl_jax.tasks import Task, static_weights, task_outputs
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.monitor import Monitor
-from mtl_jax.train.plots import plot_history, plot_task_weights
+from mtl_jax.train.plots import plot_affinity, plot_gradient_conflict, plot_history, plot_task_weights
 from mtl_jax.train.state import TrainState, create_train_state
 from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make_train_step, select_inputs
 from mtl_jax.train.writers import MetricWriter, read_rows
@@ -77,6 +79,8 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
     if "weights" in outputs[0]:
         weights = np.mean([o["weights"] for o in outputs], axis=0)
         result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, weights)})
+    if "gramian" in outputs[0]:
+        result.update(conflict.epoch_summary([o["gramian"] for o in outputs]))
     return result
 
 
@@ -132,7 +136,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         keep_checkpoints: int = 3, best_metric: str | None = None, early_stopping_patience: int = 0,
         min_delta: float = 0.0, eval_every_steps: int = 0, log_every_steps: int = 10,
         nonfinite: NonFinitePolicy = "raise", learning_rate_fn: Callable[[int], float] | None = None,
-        tensorboard: bool = True) -> FitResult:
+        tensorboard: bool = True, affinity_every_steps: int = 0,
+        affinity_learning_rate: float | None = None) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -157,6 +162,15 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         the tasks and the step; ``"skip"`` leaves the state unchanged for that step and
         counts it (``history["skipped_steps"]``). No non-finite state is ever checkpointed.
       learning_rate_fn: the optimizer's schedule, to log the learning rate.
+      affinity_every_steps: measure the inter-task affinity (:mod:`mtl_jax.diagnostics.affinity`)
+        on the batch about to be trained on every N steps (0: never); its per-epoch mean goes to
+        ``history["affinity"]``, the run's mean to ``affinity.json`` and ``affinity.png``.
+      affinity_learning_rate: the lookahead step size (default: the schedule's rate at that step).
+
+    When the weighting forms a Gramian of the task gradients (gradient methods, or any
+    method with :func:`~mtl_jax.weighting.base.observed`), the logged rows also carry the
+    gradient cosines and conflicting pairs (:mod:`mtl_jax.diagnostics.conflict`), the history
+    the per-epoch mean cosine matrix, and the workdir ``gradient_conflict.png``.
 
     Raises:
       ValueError / KeyError: bad data, tasks or options (before anything is compiled).
@@ -172,9 +186,13 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps),
-                        ("eval_every_steps", eval_every_steps), ("log_every_steps", log_every_steps)):
+                        ("eval_every_steps", eval_every_steps), ("log_every_steps", log_every_steps),
+                        ("affinity_every_steps", affinity_every_steps)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+    if affinity_every_steps and affinity_learning_rate is None and learning_rate_fn is None:
+        raise ValueError("affinity_every_steps needs the lookahead step size: affinity_learning_rate (or "
+                         "learning_rate_fn)")
     monitor = None
     if best_metric or early_stopping_patience:
         if not best_metric:
@@ -197,10 +215,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         checks.check_input_shape(model, state.params, example, "train inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key)
     eval_step = make_eval_step(model, tasks, input_key)
+    affinity_step = make_affinity_step(model, tasks, input_key) if affinity_every_steps else None
     spe = steps_per_epoch(train, batch_size)
 
     meta = {"epoch": 0, "step_in_epoch": 0, "history": {"epoch": []}, "skipped_steps": 0,
-            "monitor": Monitor.init(), "stopped_early": False}
+            "monitor": Monitor.init(), "stopped_early": False, "affinity": Affinities.init(len(tasks))}
     epoch_outputs: list = []
     checkpointer = writer = None
     if workdir is not None:
@@ -235,10 +254,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     history: History = meta["history"]
     host_step = int(state.step)
     pending: list = []  # (step, device outputs) not yet read by the host
+    pending_affinity: list = []  # (step, device [T, T] affinity) not yet read
 
     def sync():
         """Reads pending outputs; logs every ``log_every_steps``; applies the non-finite policy."""
-        nonlocal pending
+        nonlocal pending, pending_affinity
         got = jax.device_get([out for _, out in pending])
         for (step, _), out in zip(pending, got):
             if not bool(out["finite"]):
@@ -248,6 +268,12 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             epoch_outputs.append(out)
             if writer is not None and log_every_steps and step % log_every_steps == 0:
                 writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
+        for (step, _), matrix in zip(pending_affinity, jax.device_get([m for _, m in pending_affinity])):
+            meta["affinity"] = Affinities.add(meta["affinity"], matrix)
+            if writer is not None:
+                writer.write(step, {f"affinity/{a.name}->{b.name}": float(matrix[i, j])
+                                    for i, a in enumerate(tasks) for j, b in enumerate(tasks)})
+        pending_affinity = []
         if got:
             losses = got[-1]["loss_sum"] / np.maximum(got[-1]["loss_count"], 1)
             bar.set_postfix({**{t.name: f"{v:.3g}" for t, v in zip(tasks, losses)},
@@ -277,6 +303,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             epoch = meta["epoch"]
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"]):
+                if affinity_step is not None and (host_step + 1) % affinity_every_steps == 0:
+                    rate = affinity_learning_rate if affinity_learning_rate is not None else learning_rate_fn(host_step)
+                    pending_affinity.append((host_step + 1, affinity_step(state.params, batch, rate)))
                 state, out = train_step(state, batch)
                 host_step += 1
                 meta["step_in_epoch"] += 1
@@ -301,10 +330,14 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                     for key, value in row.items():
                         history.setdefault(key, []).append(value)
                     history.setdefault("skipped_steps", []).append(meta["skipped_steps"])
+                    if affinity_step is not None:
+                        history.setdefault("affinity", []).append(Affinities.epoch_mean(meta["affinity"]))
+                        meta["affinity"] = Affinities.new_epoch(meta["affinity"])
                     meta.update(epoch=epoch + 1, step_in_epoch=0)
                     epoch_outputs = []
                 if writer is not None and row:
-                    writer.write(host_step, {**row, **({"epoch": epoch + 1} if end else {})})
+                    scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+                    writer.write(host_step, {**scalars, **({"epoch": epoch + 1} if end else {})})
                 if end or at_save or meta["stopped_early"]:
                     checkpoint()
                 if meta["stopped_early"]:
@@ -320,7 +353,20 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         if history["epoch"]:
             plot_history(history, tasks, workdir / "training_progress.png")
             plot_task_weights(read_rows(workdir / "metrics.jsonl"), tasks, workdir / "task_weights.png")
+            if history.get("train/gradient_cosines"):
+                plot_gradient_conflict(history, tasks, workdir / "gradient_conflict.png")
+        if affinity_step is not None and meta["affinity"]["count"]:
+            _write_affinity(workdir, tasks, Affinities.mean(meta["affinity"]), meta["affinity"]["count"])
     return FitResult(state, history)
+
+
+def _write_affinity(workdir: Path, tasks: Sequence[Task], matrix, count: int) -> None:
+    """``affinity.json`` (matrix, measurements, strongest partners, markdown table) and ``affinity.png``."""
+    write_json(workdir / "affinity.json", {
+        "tasks": [t.name for t in tasks], "affinity": np.asarray(matrix).tolist(), "measurements": count,
+        "rows": "the task stepped on", "columns": "the task whose loss changes",
+        "partners": strongest_partners(matrix, tasks), "table": affinity_table(matrix, tasks)})
+    plot_affinity(matrix, tasks, workdir / "affinity.png")
 
 
 def _step_row(tasks, out, step, learning_rate_fn) -> dict:
@@ -331,6 +377,8 @@ def _step_row(tasks, out, step, learning_rate_fn) -> dict:
         row[f"train/{task.name}/weight"] = float(out["weights"][i])
     row["train/grad_norm"] = float(out["grad_norm"])
     row["train/skipped"] = float(not bool(out["finite"]))
+    if "gramian" in out:
+        row.update(conflict.step_row(tasks, out["gramian"]))
     if learning_rate_fn is not None:
         row["train/learning_rate"] = float(learning_rate_fn(step - 1))
     return row

@@ -1,4 +1,5 @@
-"""Figures written to a workdir: training progress per task, and task weights over time.
+"""Figures written to a workdir: training progress per task, task weights over time, task-gradient
+cosine heat maps over time, and the inter-task affinity heat map.
 
 Files are written to a temporary name and renamed, so an interrupted call never leaves a
 half-written plot behind.
@@ -12,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from mtl_jax.tasks import Task  # noqa: E402
 
@@ -63,6 +65,64 @@ def plot_task_weights(rows: Sequence[dict], tasks: Sequence[Task], path: str | P
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _heat_map(ax, matrix, names, title, vmin=-1.0, vmax=1.0, annotate=True):
+    image = ax.imshow(matrix, cmap="RdBu", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    if annotate and len(names) <= 8:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=6)
+    return image
+
+
+def plot_gradient_conflict(history: dict, tasks: Sequence[Task], path: str | Path, max_maps: int = 6) -> Path:
+    """Heat maps of the mean task-gradient cosine matrix at up to ``max_maps`` epochs spread over
+    training, and the mean number of conflicting pairs per step against the epoch."""
+    path = Path(path)
+    matrices, epochs = history["train/gradient_cosines"], history["epoch"]
+    shown = sorted({round(i * (len(epochs) - 1) / max(max_maps - 1, 1)) for i in range(min(max_maps, len(epochs)))})
+    names = [t.name for t in tasks]
+    columns = min(3, len(shown))
+    rows = -(-len(shown) // columns)
+    size = 1.2 + 0.35 * len(names)
+    fig = plt.figure(figsize=(columns * size + 1.0, rows * size + 2.4), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[size] * rows + [2.0])
+    image, maps = None, []
+    for k, index in enumerate(shown):
+        ax = fig.add_subplot(grid[k // columns, k % columns])
+        image = _heat_map(ax, np.asarray(matrices[index]), names, f"cosines, epoch {epochs[index]}")
+        if k % columns:
+            ax.set_yticklabels([])
+        maps.append(ax)
+    if image is not None:
+        fig.colorbar(image, ax=maps, shrink=0.6)
+    pairs = history.get("train/conflicting_pairs", [])
+    ax = fig.add_subplot(grid[rows, :])
+    ax.plot(epochs[:len(pairs)], pairs, marker="o", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_title(f"conflicting pairs per step (of {len(tasks) * (len(tasks) - 1) // 2})", fontsize=9)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def plot_affinity(matrix, tasks: Sequence[Task], path: str | Path) -> Path:
+    """A heat map of the inter-task affinity (row: the task stepped on; column: the task whose
+    loss changes; blue helps, red hurts)."""
+    path = Path(path)
+    matrix = np.asarray(matrix, np.float64)
+    off_diagonal = matrix[~np.eye(len(matrix), dtype=bool)]
+    bound = float(np.max(np.abs(off_diagonal))) if off_diagonal.size else float(np.max(np.abs(matrix)))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(tasks) + 2.0, 0.55 * len(tasks) + 2.2))
+    image = _heat_map(ax, matrix, [t.name for t in tasks], "inter-task affinity (step on row, effect on column)",
+                      vmin=-max(bound, 1e-12), vmax=max(bound, 1e-12))
+    fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     _save(fig, path)
     return path

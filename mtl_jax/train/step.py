@@ -25,20 +25,11 @@ import jax.numpy as jnp
 import optax
 
 from mtl_jax import metrics as metrics_lib
+from mtl_jax.data.batching import InputKey, select_inputs
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
 from mtl_jax.train.task_gradients import GRADIENT_NEEDS, check_gradient_model, weighted_gradients
 from mtl_jax.weighting.base import NEEDS, Weighting
-
-InputKey = str | tuple[str, ...]
-
-
-def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
-    """The model's inputs: ``batch[key]``, or a dict of several keys."""
-    if isinstance(input_key, str):
-        return batch[input_key]
-    return {k: batch[k] for k in input_key}
-
 
 def metric_stats(tasks: Sequence[Task], predictions, batch) -> dict:
     """``{task: {metric: batch statistics}}`` for every task's metrics."""
