@@ -17,7 +17,7 @@ with an error naming the tasks and the step, or counts the step as skipped.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
