@@ -119,8 +119,10 @@ def test_every_shipped_config_resolves_every_name(path):
     for registry, name in ((MODELS, config.model), (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
         registry.get(name)
     weighting = experiment.make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
-                                          steps_per_epoch=10, log=config.log_losses)
-    extra = (jnp.eye(len(tasks)),) if weighting.needs == "feature_gramian" else ()
+                                          steps_per_epoch=10, log=config.log_losses, aggregator=config.aggregator,
+                                          aggregator_kwargs=dict(config.aggregator_kwargs),
+                                          level=config.gradient_level, diagnostics=config.gradient_diagnostics)
+    extra = (jnp.eye(len(tasks)),) if weighting.needs.endswith("_gramian") else ()
     weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0), *extra)
     assert weights.shape == (len(tasks),)
 
@@ -133,3 +135,16 @@ def test_a_weighting_config_trains_end_to_end(tmp_path, data_dir):
                                      "roof_colour/accuracy"}
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["train/windows/weight"][0] < 0.5  # UW: 0.5 e^{-s}, s rising on the large windows loss
+
+
+def test_a_conflict_config_trains_end_to_end_at_the_parameter_level(tmp_path, data_dir):
+    config = load_config("experiments/configs/houses_conflict.py", [
+        "data.train_size=64", "data.validation_size=32", "data.test_size=32", "epochs=1", "batch_size=32",
+        "gradient_level=parameter", "aggregator=cagrad", "aggregator_kwargs.c=0.5", "affinity_every_steps=1"])
+    results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
+    assert np.isfinite(results["final"]["price/rmse"])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert np.asarray(history["train/gradient_cosines"]).shape == (1, 5, 5)
+    affinity = json.loads((tmp_path / "affinity.json").read_text())
+    assert affinity["measurements"] == 2 and np.asarray(affinity["affinity"]).shape == (5, 5)
+    assert (tmp_path / "gradient_conflict.png").exists() and (tmp_path / "affinity.png").exists()

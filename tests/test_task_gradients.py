@@ -144,7 +144,7 @@ def test_describe_says_how_each_shared_tensor_enters_the_gramian():
     params = model.init(jax.random.PRNGKey(0), batch["x"])["params"]
     taps = pg.find_taps(model, params, batch["x"])
     kinds = pg.describe(taps, {"trunk": params["trunk"]})
-    assert kinds["trunk/Conv_0/kernel"] == "conv" and kinds["trunk/Conv_1/kernel"] == "conv"
+    assert kinds["trunk/Conv_0/kernel"] == "general" and kinds["trunk/Dense_0/kernel"] == "dense"
     assert kinds["trunk/Dense_1/bias"] == "dense" and kinds["trunk/LayerNorm_0/scale"] == "general"
 
 

@@ -1,18 +1,17 @@
 """The exact ``T x T`` Gramian of the tasks' gradients w.r.t. *all* shared parameters, layer by layer.
 
 ``G_ij = <grad_theta L_i, grad_theta L_j>`` over the shared parameters ``theta`` is a sum of one
-term per parameter tensor, so it never needs the ``T x P`` Jacobian at once. For a dense or
-convolutional layer ``y = x W + b`` (a convolution is a dense layer on patches of ``x``) the
-per-task gradients are ``x^T delta_i`` and ``sum_n delta_i`` where ``delta_i = dL_i/dy`` is the
-backpropagated signal at the layer's output, so
+term per parameter tensor, so it never needs the ``T x P`` Jacobian at once. For a dense layer
+``y = x W + b`` the per-task gradients are ``x^T delta_i`` and ``1^T delta_i``, where
+``delta_i = dL_i/dy`` is the backpropagated signal at the layer's output, so
 
     G_ij += <x^T delta_i, x^T delta_j> + <1^T delta_i, 1^T delta_j>.
 
-The engine gets every ``delta_i`` from *backward-data* passes only: each ``nn.Dense`` and
-``nn.Conv`` of the trunk is intercepted (``flax.linen.intercept_methods``) to record its input
-``x`` and add a zero perturbation to its output, and the trunk's VJP w.r.t. those
-perturbations (the layers' weights held constant) is ``vmap``-ed over the T cotangents
-``dL_i/dz``: one GEMM with ``T x N`` rows per layer. Per layer it then takes the cheaper of two
+The engine gets every ``delta_i`` from *backward-data* passes only: each ``nn.Dense`` of the
+trunk is intercepted (``flax.linen.intercept_methods``) to record its input ``x`` and add a
+zero perturbation to its output, and the trunk's VJP w.r.t. those perturbations (the dense
+weights held constant) is ``vmap``-ed over the T cotangents ``dL_i/dz``, ``TASK_CHUNK`` tasks
+at a time: one GEMM with ``8 x N`` rows per layer. Per layer it then takes the cheaper of two
 exact forms, by FLOP count:
 
 * explicit: ``g_i = x^T delta_i`` for all tasks in one GEMM, then ``g g^T`` (memory ``T x`` the
@@ -21,13 +20,17 @@ exact forms, by FLOP count:
   ``G_ij += sum_nm K_nm (delta_i delta_j^T)_nm`` (memory ``N^2 + T N out``; wins when the batch
   is narrower than the layer, as in an MLP with batch 256 and width 1024).
 
-Every other shared parameter (normalisation scales, embeddings, convolutions with groups)
-gets explicit per-task gradients from the same ``vmap``-ed VJP. Once the method has chosen
-weights ``w``, the update of a handled layer is ``x^T (sum_i w_i delta_i)`` — one GEMM, as in
-an EW step — so no further backward pass is needed. The cost is about ``T/3`` extra EW
-steps of backward-data GEMMs (the unavoidable part) plus the Gramian contractions: see
-``benchmarks/README.md``. A layer called twice in one forward pass (weight tying) is refused
-with a clear error; use the feature level there.
+Every other shared parameter — convolution kernels, normalisation scales, embeddings — is a
+*general* parameter: its per-task gradients come from the same ``vmap``-ed VJP (XLA computes
+them as batched filter gradients) and enter ``G`` as ``g g^T``. For convolutions this measured
+faster on CPU than the patches-and-GEMM form of ``x^T delta`` (building 288-wide patches costs
+more than the batched filter gradient) but it does hold ``T x`` their size; dense layers never
+do. Once the method has chosen weights ``w``, the update of a dense layer is
+``x^T (sum_i w_i delta_i)`` (one GEMM, as in an EW step) and of a general parameter
+``sum_i w_i g_i``: no further backward pass. The cost is about ``T/3`` extra EW steps of
+backward-data GEMMs (the unavoidable part) plus the Gramian contractions: see
+``benchmarks/README.md``. A dense layer called twice in one forward pass (weight tying) is
+refused with a clear error; use the feature level there.
 
 The idea of forming the Gramian without the Jacobian is torchjd's (Quinton & Rey 2024,
 "Jacobian Descent for Multi-Objective Optimization"); the per-layer ``x^T delta`` factorisation
@@ -41,7 +44,6 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.linear import canonicalize_padding
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 INPUTS = "gramian_inputs"
@@ -51,26 +53,14 @@ TASK_CHUNK = 8  # tasks per backward-data pass: GEMMs of 8 x batch rows stay in 
 
 
 class LayerSpec(NamedTuple):
-    """What the Gramian needs to know about one intercepted layer."""
+    """What the Gramian needs to know about one intercepted dense layer."""
     bias: bool
-    conv: tuple | None = None  # (kernel_size, strides, padding, input_dilation, kernel_dilation)
 
 
 def _spec(module, x) -> LayerSpec | None:
-    """The layer's spec, or None when this call is not one the engine handles (then its
-    parameters are treated as general parameters)."""
+    """The layer's spec, or None when the engine treats its parameters as general ones."""
     if type(module) is nn.Dense:
         return LayerSpec(bool(module.use_bias))
-    if type(module) is nn.Conv:
-        rank = len(module.kernel_size)
-        padding = canonicalize_padding(module.padding, rank)
-        if module.feature_group_count != 1 or x.ndim != rank + 2 or \
-                (isinstance(padding, str) and padding not in ("SAME", "VALID")):
-            return None
-        as_tuple = (lambda v: (1,) * rank if v is None else ((v,) * rank if isinstance(v, int) else tuple(v)))
-        padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
-        return LayerSpec(bool(module.use_bias), (tuple(module.kernel_size), as_tuple(module.strides), padding,
-                                                 as_tuple(module.input_dilation), as_tuple(module.kernel_dilation)))
     return None
 
 
@@ -109,12 +99,12 @@ def find_taps(model, params, inputs, **apply_kwargs) -> Taps:
                                **apply_kwargs)[1]
 
     abstract = jax.eval_shape(trace)
-    for path, xs in flatten_dict(abstract[INPUTS]).items():
+    for path, xs in flatten_dict(abstract.get(INPUTS, {})).items():
         if len(xs) != 1:
             raise ValueError(f"layer {'/'.join(path[:-1])} is called {len(xs)} times in one forward pass; the "
-                             "parameter-level Gramian needs each Dense/Conv called once (use gradient_level="
+                             "parameter-level Gramian needs each Dense called once (use gradient_level="
                              "'feature', or give each call its own layer)")
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract[PERTURBATIONS])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract.get(PERTURBATIONS, {}))
     return Taps(record, zeros)
 
 
@@ -131,7 +121,7 @@ def tapped_forward(model, taps: Taps, params, shared_keys, inputs, **apply_kwarg
         with _intercepted({}):
             z, state = model.apply({"params": merged, PERTURBATIONS: perturbations}, inputs, method="represent",
                                    mutable=[INPUTS], **apply_kwargs)
-        return z, state[INPUTS]
+        return z, state.get(INPUTS, {})
 
     z, vjp, recorded = jax.vjp(trunk, general, taps.perturbations, has_aux=True)
 
@@ -149,21 +139,6 @@ def tapped_forward(model, taps: Taps, params, shared_keys, inputs, **apply_kwarg
     return z, pullback, recorded
 
 
-def _patches(x, conv: tuple):
-    kernel_size, strides, padding, input_dilation, kernel_dilation = conv
-    rank = len(kernel_size)
-    spec = "N" + "HWD"[:rank] + "C" if rank <= 3 else None
-    return jax.lax.conv_general_dilated_patches(
-        x, kernel_size, strides, padding, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
-        dimension_numbers=(spec, spec.replace("N", "O").replace("C", "I"), spec))
-
-
-def _layer_rows(x, spec: LayerSpec):
-    if spec.conv is not None:
-        x = _patches(x, spec.conv)
-    return x.reshape(-1, x.shape[-1])
-
-
 def _pair_sums(a, b):
     """``sum_n a[n] b[n]^T`` for ``a, b`` of shape ``[N, T, M]``: the ``T x T`` matrix of
     inner products over ``(n, m)`` (a batched product over ``n``, no transposes)."""
@@ -174,7 +149,7 @@ def layer_gramian(x, delta, spec: LayerSpec):
     """``sum`` over the layer's parameters of ``<g_i, g_j>``, from its input ``x`` and the
     per-task output signals ``delta`` (``[*y.shape[:-1], T, out]``, tasks next to last)."""
     num_tasks, out = delta.shape[-2:]
-    rows = _layer_rows(x, spec)
+    rows = x.reshape(-1, x.shape[-1])
     signals = delta.reshape(-1, num_tasks, out)
     n, k = rows.shape
     explicit_cost = num_tasks * n * k * out + num_tasks ** 2 * k * out
@@ -214,21 +189,17 @@ def weighted_shared_grads(taps: Taps, params, shared_keys, recorded_inputs, sign
         delta = jnp.einsum("...to,t->...o", outputs[path + ("y",)], weights)
         delta = delta.reshape(-1, delta.shape[-1])
         kernel_shape = flatten_dict(shared)[path + ("kernel",)].shape
-        kernel = _layer_rows(inputs[path + ("x",)][0], spec).T @ delta
-        if spec.conv is not None:  # patch features are channel-major: (C, *window)
-            window = kernel_shape[:-2]
-            kernel = kernel.reshape(kernel_shape[-2], *window, kernel_shape[-1])
-            kernel = jnp.moveaxis(kernel, 0, -2)
-        grads[path + ("kernel",)] = kernel.reshape(kernel_shape)
+        x = inputs[path + ("x",)][0]
+        grads[path + ("kernel",)] = (x.reshape(-1, x.shape[-1]).T @ delta).reshape(kernel_shape)
         if spec.bias:
             grads[path + ("bias",)] = jnp.ones((delta.shape[0],), delta.dtype) @ delta
     return unflatten_dict(grads)
 
 
 def describe(taps: Taps, shared_params: Any) -> dict[str, str]:
-    """``{parameter path: "dense" | "conv" | "general"}``: how each shared tensor enters the Gramian."""
+    """``{parameter path: "dense" | "general"}``: how each shared tensor enters the Gramian."""
     out = {}
     for path in flatten_dict(shared_params):
         spec = taps.record.get(path[:-1])
-        out["/".join(path)] = "general" if spec is None else ("conv" if spec.conv else "dense")
+        out["/".join(path)] = "general" if spec is None else "dense"
     return out

@@ -1,0 +1,127 @@
+"""Step time and memory of every gradient aggregator at both levels, as ratios to equal weighting (EW).
+
+Setups (issue 5): the seed CNN on 64x64x3 images with T = 4 houses-style tasks (batch 64), and
+an MLP trunk 512-1024-1024-256 on 512-d inputs (batch 256) with T in {2, 8, 32} regression
+heads. Rows: EW; every aggregator after equal weights at the feature level (gradients w.r.t.
+the shared representation) and at the parameter level (the exact Gramian over all shared
+parameters, :mod:`mtl_jax.train.parameter_gramian`); and, for reference, the naive
+parameter-level Gramian: the full ``T x P`` Jacobian from ``jax.jacrev`` (a ``vmap`` over VJPs)
+followed by ``J J^T`` and UPGrad. Methods are timed round-robin, one waited-for step each in
+turn (``--samples`` turns), so drift on this noisy machine hits all alike; the table gives
+median step time / EW's. It also reports the compiled step's temporary memory (XLA's
+``memory_analysis``) next to the size of the ``T x P`` Jacobian, and checks that no step
+recompiled after its first call.
+
+    python benchmarks/aggregation_speed.py [--samples 30] [--quick]
+
+Targets (issue 5): feature level <= 1.3x EW at every T; parameter level <= 4x at T = 8 and
+<= 12x at T = 32 on the MLP; memory of the Gramian path not growing with T x P.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mtl_jax as mtl
+from mtl_jax.aggregation.upgrad import upgrad_coefficients
+from mtl_jax.data.batching import batches
+from mtl_jax.experiment import make_weighting
+from mtl_jax.models import MLP, SeedCNN, hard_sharing
+from mtl_jax.registry import AGGREGATORS
+from mtl_jax.tasks import task_losses
+from mtl_jax.train import create_train_state, make_train_step
+from mtl_jax.train.state import TrainState
+
+AGGREGATORS_TIMED = [name for name, _ in AGGREGATORS.describe() if name not in ("mean", "sum")]
+
+
+def setups(quick: bool):
+    rng = np.random.default_rng(0)
+    tasks = (mtl.regression("price"), mtl.regression("windows"), mtl.classification("kind", 3),
+             mtl.classification("storeys", 3))
+    images = {"image": rng.integers(0, 255, (64, 64, 64, 3), dtype=np.uint8),
+              **{t.name: rng.normal(size=64).astype(np.float32) for t in tasks[:2]},
+              **{t.name: rng.integers(0, 3, 64).astype(np.int32) for t in tasks[2:]}}
+    yield "seed CNN, T=4", hard_sharing(SeedCNN(), tasks, head_hidden=(64,)), tasks, images, "image"
+    for num_tasks in (2, 8) if quick else (2, 8, 32):
+        tasks = tuple(mtl.regression(f"t{i}") for i in range(num_tasks))
+        data = {"x": rng.normal(size=(256, 512)).astype(np.float32),
+                **{t.name: rng.normal(size=256).astype(np.float32) for t in tasks}}
+        yield f"MLP 512-1024-1024-256, T={num_tasks}", hard_sharing(MLP((1024, 1024, 256)), tasks), tasks, data, "x"
+
+
+def naive_jacobian_step(model, tasks, optimizer, input_key):
+    """The reference: the full T x P Jacobian of the shared parameters, its Gramian, UPGrad."""
+
+    def step(state: TrainState, batch):
+        def losses(params):
+            predictions = model.apply({"params": params}, batch[input_key], train=True)
+            return task_losses(tasks, predictions, batch)[0]
+
+        jacobian = jax.jacrev(losses)(state.params)  # leaves [T, ...]: T x P floats at once
+        flat = jnp.concatenate([leaf.reshape(len(tasks), -1) for leaf in jax.tree.leaves(jacobian["trunk"])], 1)
+        weights = upgrad_coefficients(flat @ flat.T)
+        grads = jax.tree.map(lambda leaf: jnp.tensordot(weights, leaf, axes=1), jacobian)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state), weights
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=30, help="timed steps per method and setup")
+    parser.add_argument("--quick", action="store_true", help="fewer setups, methods and samples (a smoke run)")
+    args = parser.parse_args()
+    samples = 3 if args.quick else args.samples
+    names = AGGREGATORS_TIMED[:3] if args.quick else AGGREGATORS_TIMED
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {samples} interleaved steps per method")
+    for title, model, tasks, data, input_key in setups(args.quick):
+        batch = next(batches(data, len(next(iter(data.values())))))
+        optimizer = optax.adam(1e-3)
+        runs, memory = {}, {}
+        variants = [("equal (EW)", "none", "feature")] + [(f"{n} (feature)", n, "feature") for n in names] + \
+            [(f"{n} (parameter)", n, "parameter") for n in names if n != "graddrop"]
+        for label, aggregator, level in variants:
+            weighting = make_weighting("equal", tasks, {}, steps_per_epoch=50, aggregator=aggregator, level=level)
+            step = make_train_step(model, tasks, optimizer, weighting, input_key)
+            state = create_train_state(model, tasks, optimizer, weighting, batch[input_key][:2])
+            memory[label] = step.lower(state, batch).compile().memory_analysis()
+            state, out = step(state, batch)  # compile
+            jax.block_until_ready(out)
+            runs[label] = [step, state, []]
+        naive = naive_jacobian_step(model, tasks, optimizer, input_key)
+        weighting = make_weighting("equal", tasks, {}, steps_per_epoch=50)
+        state = create_train_state(model, tasks, optimizer, weighting, batch[input_key][:2])
+        memory["naive Jacobian + UPGrad"] = naive.lower(state, batch).compile().memory_analysis()
+        state, out = naive(state, batch)
+        jax.block_until_ready(out)
+        runs["naive Jacobian + UPGrad"] = [naive, state, []]
+        for _ in range(samples):  # one step of every method in turn: drift hits all alike
+            for run in runs.values():
+                step, state, times = run
+                start = time.perf_counter()
+                state, out = step(state, batch)
+                jax.block_until_ready(out)
+                times.append(time.perf_counter() - start)
+                run[1] = state
+        medians = {name: statistics.median(run[2]) for name, run in runs.items()}
+        shared = sum(x.size for x in jax.tree.leaves(runs["equal (EW)"][1].params["trunk"]))
+        jacobian_mib = len(tasks) * shared * 4 / 2 ** 20
+        print(f"\n{title}: EW step {1e3 * medians['equal (EW)']:.1f} ms; T x P Jacobian {jacobian_mib:.0f} MiB")
+        for name, run in runs.items():
+            compiled = run[0]._cache_size()
+            temp = memory[name].temp_size_in_bytes / 2 ** 20 if memory[name] is not None else float("nan")
+            print(f"  {name:<26} {medians[name] / medians['equal (EW)']:6.2f}x EW   temp memory {temp:6.0f} MiB"
+                  f"   compiled programs: {compiled}" + ("" if compiled == 1 else "  <- RECOMPILED"))
+
+
+if __name__ == "__main__":
+    main()
