@@ -1,4 +1,4 @@
-"""Step time of every loss-weighting method and aggregator as a ratio to equal weighting (EW), in one run.
+"""Step time of every loss-weighting method as a ratio to equal weighting (EW), in one run.
 
 Setups: the seed CNN on 64x64x3 images (T = 2: price + kind, batch 64) and an MLP trunk
 512-1024-1024-256 on 512-d inputs (batch 256) with T in {2, 8, 32} regression tasks.
@@ -9,8 +9,8 @@ recompiled after the first call (the jitted step's cache holds one program).
 
     python benchmarks/weighting_speed.py [--samples 40] [--quick]
 
-Targets: <= 1.05x EW for every loss-only method, <= 1.3x for GradNorm and DB-MTL (issue 4)
-and for the feature-level aggregators ``ew+<aggregator>`` (issue 5).
+Targets: <= 1.05x EW for every loss-only method, <= 1.3x for GradNorm and DB-MTL (issue 4).
+Gradient aggregators at both levels: ``benchmarks/aggregation_speed.py``.
 """
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ import mtl_jax as mtl
 from mtl_jax.data.batching import batches
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, SeedCNN, hard_sharing
-from mtl_jax.registry import AGGREGATORS, WEIGHTINGS
+from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.train import create_train_state, make_train_step
 
-METHODS = [name for name, _ in WEIGHTINGS.describe() if name != "static"] + ["log_equal"] + \
-    [f"ew+{name}" for name, _ in AGGREGATORS.describe() if name not in ("mean", "sum")]
+METHODS = [name for name, _ in WEIGHTINGS.describe() if name != "static"] + ["log_equal"]
 
 
 def setups(quick: bool):
@@ -59,8 +58,7 @@ def main() -> None:
         runs = {}
         for name in METHODS:
             base, log = ("equal", True) if name == "log_equal" else (name, False)
-            base, aggregator = ("equal", name[3:]) if name.startswith("ew+") else (base, "none")
-            weighting = make_weighting(base, tasks, {}, steps_per_epoch=50, log=log, aggregator=aggregator)
+            weighting = make_weighting(base, tasks, {}, steps_per_epoch=50, log=log)
             step = make_train_step(model, tasks, optimizer, weighting, input_key)
             state = create_train_state(model, tasks, optimizer, weighting, batch[input_key][:2])
             state, out = step(state, batch)  # compile

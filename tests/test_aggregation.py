@@ -1,4 +1,7 @@
 """Gradient aggregators: each one's defining property on random and adversarial Jacobians."""
+import shutil
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -280,3 +283,23 @@ def test_graddrop_reduces_the_batch_before_choosing_signs():
 def test_graddrop_exists_only_at_the_feature_level():
     with pytest.raises(ValueError, match="feature"):
         aggregated(static([1.0, 1.0]), graddrop(), "parameter")
+
+
+@pytest.mark.parametrize("name,kwargs,level", [("gradvac", {"beta": 0.5}, "feature"),
+                                               ("nash_mtl", {"update_every": 2}, "parameter"),
+                                               ("pcgrad", {}, "parameter")])
+def test_stateful_and_random_aggregators_resume_bitwise(name, kwargs, level, tmp_path):
+    tasks = (mtl.regression("y"), mtl.classification("label", 3))
+    model = hard_sharing(MLP((16,)), tasks)
+    data = toy_regression_classification(40, seed=1)
+    weighting = make_weighting("equal", tasks, {}, steps_per_epoch=5, aggregator=name, aggregator_kwargs=kwargs,
+                               level=level)
+    options = {"epochs": 2, "batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2),
+               "weighting": weighting, "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False}
+    state, history = mtl.fit(model, tasks, data, workdir=tmp_path / "a", **options)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for step in ("9", "10"):
+        shutil.rmtree(tmp_path / "b" / "checkpoints" / step)
+    resumed, resumed_history = mtl.fit(model, tasks, data, workdir=tmp_path / "b", resume=True, **options)
+    chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(state))
+    assert resumed_history == history

@@ -8,6 +8,7 @@ import pytest
 
 import mtl_jax as mtl
 from mtl_jax.aggregation import aggregated, mgda
+from mtl_jax.experiment import make_weighting
 from mtl_jax.models import SeedCNN, hard_sharing
 from mtl_jax.tasks import task_losses
 from mtl_jax.train import create_train_state, make_train_step
@@ -180,3 +181,16 @@ def test_a_model_without_the_sharing_contract_gets_a_clear_error():
     weighting = Weighting(lambda n: (), lambda losses, state, key, gramian: (jnp.ones(1), state), "parameter_gramian")
     with pytest.raises(TypeError, match="represent"):
         make_train_step(Plain(), tasks, optax.sgd(0.1), weighting, "x")
+
+
+@pytest.mark.parametrize("name", ["gradnorm", "db_mtl"])
+def test_gradient_norm_weightings_run_at_the_parameter_level(name):
+    tasks = _tasks(3)
+    model = hard_sharing(MixedTrunk(), tasks)
+    batch = _batch(tasks, (8, 8, 3), seed=2)
+    weighting = make_weighting(name, tasks, {}, steps_per_epoch=4, level="parameter")
+    assert weighting.needs == "parameter_gramian"
+    params, _, out = _step_outputs(model, tasks, weighting, batch, optax.adam(1e-3))
+    np.testing.assert_allclose(np.asarray(out["gramian"]), _reference_gramian(model, tasks, params, batch),
+                               rtol=2e-4, atol=1e-5 * float(np.abs(out["gramian"]).max()))
+    assert np.isfinite(np.asarray(out["weights"])).all()
