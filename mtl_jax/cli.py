@@ -46,11 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _list() -> str:
     import mtl_jax.experiment  # noqa: F401 - registers everything
-    from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
+    from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 
     lines = []
-    for title, registry in (("datasets", DATASETS), ("models", MODELS), ("weighting methods", WEIGHTINGS),
-                            ("aggregators", AGGREGATORS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
+    for title, registry in (("datasets", DATASETS), ("models", MODELS), ("architectures", ARCHITECTURES),
+                            ("weighting methods", WEIGHTINGS), ("aggregators", AGGREGATORS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
         lines.append(f"{title}:")
         width = max(len(name) for name, _ in registry.describe())
         lines += [f"  {name:<{width}}  {text}" for name, text in registry.describe()]

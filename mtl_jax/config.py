@@ -23,7 +23,7 @@ from mtl_jax.files import write_json
 
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
-OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "weighting_kwargs", "aggregator_kwargs")
+OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "architecture_kwargs", "weighting_kwargs", "aggregator_kwargs")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,8 +32,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset = "houses"            # mtl-jax list: datasets
     c.data = {}                     # the dataset loader's options (sizes, seed, ...)
     c.tasks = {}                    # task name -> {"weight": ..., optional "loss", "metrics"}
-    c.model = "seed_cnn"            # trunk name (mtl-jax list: models)
+    c.model = "seed_cnn"            # trunk name (mtl-jax list: models), or "none" for architectures with their own
     c.model_kwargs = {}             # the trunk's fields
+    c.architecture = "hard"         # how tasks share: hard | mmoe | ple | cross_stitch | columns | mtan
+    c.architecture_kwargs = {}      # the architecture's options (experts, levels, widths, ...)
+    c.penalty = "none"              # soft-sharing coupling added to the loss: none | l2 | trace_norm
+    c.penalty_weight = 0.0
     c.head_hidden = ()              # hidden widths of every task head
     c.pool = "flatten"              # how global heads read a feature map: flatten | mean
     c.weighting = "static"          # loss weighting (mtl-jax list: weighting methods)

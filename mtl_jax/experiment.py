@@ -26,10 +26,11 @@ import mtl_jax.weighting  # noqa: F401 - registers the weighting methods
 from mtl_jax.config import config_changes, read_config, save_config
 from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
-from mtl_jax.models.catalog import build_model
+from mtl_jax.models.catalog import NO_TRUNK, build_model
+from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.aggregation import aggregated
 from mtl_jax.weighting.base import at_level, observed
-from mtl_jax.registry import AGGREGATORS, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
+from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.train.checkpoint import Checkpointer, saved_steps
 from mtl_jax.files import write_json
@@ -53,20 +54,25 @@ class Experiment:
     optimizer: Any
     learning_rate_fn: Any
     weighting: Any
+    penalty: Any = None
 
 
 def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None) -> Experiment:
     """Looks every named piece up in its registry and builds it (data are loaded here)."""
     spec: DatasetSpec = DATASETS.get(config.dataset)
     tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
-    for registry, name in ((MODELS, config.model), (WEIGHTINGS, config.weighting), (OPTIMIZERS, config.optimizer),
+    for registry, name in ((ARCHITECTURES, config.architecture), (WEIGHTINGS, config.weighting), (OPTIMIZERS, config.optimizer),
                            (SCHEDULES, config.schedule)):
         registry.get(name)  # a misspelt name fails before any data are loaded
+    if config.model != NO_TRUNK:
+        MODELS.get(config.model)
+    penalty = make_penalty(config.penalty, config.penalty_weight)
     if config.aggregator != "none":
         AGGREGATORS.get(config.aggregator)
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
-                        pool=config.pool, output_size=spec.output_size)
+                        pool=config.pool, output_size=spec.output_size, architecture=config.architecture,
+                        architecture_kwargs=dict(config.architecture_kwargs))
     total_steps = config.epochs * steps_per_epoch(data["train"], config.batch_size)
     optimizer, lr_fn = make_optimizer(
         config.optimizer, config.learning_rate, schedule=config.schedule, total_steps=total_steps,
@@ -78,7 +84,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
                                log=config.log_losses, aggregator=config.aggregator,
                                aggregator_kwargs=dict(config.aggregator_kwargs), level=config.gradient_level,
                                diagnostics=config.gradient_diagnostics)
-    return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting)
+    return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting, penalty)
 
 
 def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_per_epoch: int,
@@ -136,7 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                  eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
                  learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard,
                  affinity_every_steps=c.affinity_every_steps,
-                 affinity_learning_rate=c.affinity_learning_rate or None)
+                 affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty)
     test = experiment.data.get("test")
     results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
                                "stopped_early": len(result.history["epoch"]) < c.epochs,

@@ -48,6 +48,7 @@ class Registry:
 
 DATASETS = Registry("dataset")
 MODELS = Registry("model")
+ARCHITECTURES = Registry("architecture")
 WEIGHTINGS = Registry("weighting method")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("learning-rate schedule")

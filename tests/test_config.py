@@ -11,7 +11,9 @@ import pytest
 from mtl_jax import experiment  # noqa: F401 - registers every named piece
 from mtl_jax.config import apply_overrides, config_changes, default_config, load_config
 from mtl_jax.data.catalog import HOUSES
-from mtl_jax.registry import MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS, Registry
+from mtl_jax.models.catalog import build_model
+from mtl_jax.models.sharing_penalties import make_penalty
+from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS, Registry
 from mtl_jax.train.optim import make_optimizer
 
 SEED_CONFIG = "experiments/configs/seed_cnn.py"
@@ -115,9 +117,14 @@ def test_sgd_weight_decay_and_refusals():
 @pytest.mark.parametrize("path", sorted(Path("experiments/configs").glob("*.py")), ids=lambda p: p.stem)
 def test_every_shipped_config_resolves_every_name(path):
     config = load_config(path)
-    tasks = HOUSES.make_tasks(config.tasks.to_dict())
-    for registry, name in ((MODELS, config.model), (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
+    spec = DATASETS.get(config.dataset)
+    tasks = spec.make_tasks(config.tasks.to_dict())
+    for registry, name in ((OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
         registry.get(name)
+    build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
+                pool=config.pool, output_size=spec.output_size, architecture=config.architecture,
+                architecture_kwargs=dict(config.architecture_kwargs))
+    make_penalty(config.penalty, config.penalty_weight)
     weighting = experiment.make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
                                           steps_per_epoch=10, log=config.log_losses, aggregator=config.aggregator,
                                           aggregator_kwargs=dict(config.aggregator_kwargs),

@@ -16,7 +16,8 @@ import functools
 from typing import Any, Callable, Mapping
 
 from mtl_jax import tasks as tasks_lib
-from mtl_jax.data import houses
+from mtl_jax.data import clicks, houses
+from mtl_jax.data.clicks_builder import load_clicks
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.registry import DATASETS
 from mtl_jax.tasks import Task
@@ -60,3 +61,11 @@ HOUSES = DATASETS.register(
                "parts": functools.partial(tasks_lib.segmentation, num_classes=len(houses.PARTS))},
         input_key="image",
         output_size=(houses.SIZE, houses.SIZE)))
+
+CLICKS = DATASETS.register(
+    "clicks", "generated recommendation impressions: click, conversion (observed after a click), purchase; "
+    "inputs: categorical fields for model='field_embedding'")(
+    DatasetSpec(
+        load=load_clicks,
+        tasks={name: tasks_lib.binary for name in ("click", "conversion", "purchase")},
+        input_key="fields"))

@@ -79,6 +79,8 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
     if "weights" in outputs[0]:
         weights = np.mean([o["weights"] for o in outputs], axis=0)
         result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, weights)})
+    if "penalty" in outputs[0]:
+        result["penalty"] = float(np.mean([o["penalty"] for o in outputs]))
     if "gramian" in outputs[0]:
         result.update(conflict.epoch_summary([o["gramian"] for o in outputs]))
     return result
@@ -137,7 +139,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         min_delta: float = 0.0, eval_every_steps: int = 0, log_every_steps: int = 10,
         nonfinite: NonFinitePolicy = "raise", learning_rate_fn: Callable[[int], float] | None = None,
         tensorboard: bool = True, affinity_every_steps: int = 0,
-        affinity_learning_rate: float | None = None) -> FitResult:
+        affinity_learning_rate: float | None = None, penalty: Callable | None = None) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -166,6 +168,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         on the batch about to be trained on every N steps (0: never); its per-epoch mean goes to
         ``history["affinity"]``, the run's mean to ``affinity.json`` and ``affinity.png``.
       affinity_learning_rate: the lookahead step size (default: the schedule's rate at that step).
+      penalty: an optional hashable ``params -> scalar`` added to the total loss (e.g. a
+        :class:`~mtl_jax.models.sharing_penalties.SharingPenalty`); logged as ``train/penalty``.
 
     When the weighting forms a Gramian of the task gradients (gradient methods, or any
     method with :func:`~mtl_jax.weighting.base.observed`), the logged rows also carry the
@@ -213,7 +217,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     example = select_inputs(first, input_key)
     if state is not None:
         checks.check_input_shape(model, state.params, example, "train inputs")
-    train_step = make_train_step(model, tasks, optimizer, weighting, input_key)
+    train_step = make_train_step(model, tasks, optimizer, weighting, input_key, penalty)
     eval_step = make_eval_step(model, tasks, input_key)
     affinity_step = make_affinity_step(model, tasks, input_key) if affinity_every_steps else None
     spe = steps_per_epoch(train, batch_size)
@@ -379,6 +383,8 @@ def _step_row(tasks, out, step, learning_rate_fn) -> dict:
     row["train/skipped"] = float(not bool(out["finite"]))
     if "gramian" in out:
         row.update(conflict.step_row(tasks, out["gramian"]))
+    if "penalty" in out:
+        row["train/penalty"] = float(out["penalty"])
     if learning_rate_fn is not None:
         row["train/learning_rate"] = float(learning_rate_fn(step - 1))
     return row

@@ -8,7 +8,7 @@ compiled program.
 
 The train step computes per-task mean losses ``L_i`` over labelled elements, asks the
 weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
-optimizer. It returns the step's sufficient statistics (loss sums and counts, metric
+optimizer (plus an optional parameter penalty). It returns the step's sufficient statistics (loss sums and counts, metric
 statistics of the pre-update forward pass), the weights, the gradient norm and ``finite``,
 all still on device. A step whose losses or gradients are not finite leaves params,
 optimizer and weighting state untouched (only ``step`` advances); the loop then stops
@@ -17,7 +17,7 @@ with an error naming the tasks and the step, or counts the step as skipped.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,8 +42,13 @@ def metric_stats(tasks: Sequence[Task], predictions, batch) -> dict:
 
 @functools.lru_cache(maxsize=64)
 def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
-                    weighting: Weighting, input_key: InputKey = "image"):
+                    weighting: Weighting, input_key: InputKey = "image", penalty: Callable | None = None):
     """Returns the jitted ``train_step(state, batch) -> (state, outputs)``.
+
+    ``penalty`` (optional, hashable): a pure ``params -> scalar`` added to the balanced total,
+    e.g. the soft-sharing coupling of :mod:`mtl_jax.models.sharing_penalties`. Its gradient is
+    added to the balanced task gradient (never reweighted) and its value is logged as
+    ``outputs["penalty"]``.
 
     The state argument is donated: its buffers are reused for the new state, so keep
     using the returned state, not the one passed in.
@@ -75,6 +80,10 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
 
             grads, (predictions, sums, counts, weights, weighting_state) = jax.grad(
                 objective, has_aux=True)(state.params)
+        penalty_value = None
+        if penalty is not None:
+            penalty_value, penalty_grads = jax.value_and_grad(penalty)(state.params)
+            grads = jax.tree.map(jnp.add, grads, penalty_grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -89,6 +98,8 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
                    "finite": finite, "stats": metric_stats(tasks, predictions, batch)}
         if gramian is not None:
             outputs["gramian"] = gramian
+        if penalty_value is not None:
+            outputs["penalty"] = penalty_value
         return new_state, outputs
 
     return jax.jit(train_step, donate_argnums=0)

@@ -1,0 +1,69 @@
+"""What the project's generated tensorflow-datasets builders share: split sizes, preparation, reading.
+
+A generated dataset (``houses``, ``clicks``) is a ``tfds.core.GeneratorBasedBuilder`` whose
+configuration is its split sizes and generation seed (:class:`SplitsConfig`, named after
+them so each variant is cached apart). :func:`load_generated` prepares it once as
+array_record files under ``data_dir`` (default ``$MTL_JAX_DATA_DIR`` or
+``~/.cache/mtl_jax/tensorflow_datasets``) and reads every split back through
+``as_data_source()`` and grain into numpy arrays (no TensorFlow, no download).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+class SplitsConfig(tfds.core.BuilderConfig):
+    """Split sizes and the generation seed of a generated dataset's variant."""
+
+    def __init__(self, *, train_size: int, validation_size: int, test_size: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = {"train": train_size, "validation": validation_size, "test": test_size}
+        self.seed = seed
+
+
+def splits_config(dataset: str, train_size: int, validation_size: int, test_size: int, seed: int) -> SplitsConfig:
+    """A configuration for any sizes and seed; its name encodes them."""
+    for split, n in (("train", train_size), ("validation", validation_size), ("test", test_size)):
+        if n < 1:
+            raise ValueError(f"{dataset}: the {split} split needs at least 1 example, got {n}")
+    return SplitsConfig(name=f"n{train_size}-{validation_size}-{test_size}-seed{seed}",
+                        train_size=train_size, validation_size=validation_size, test_size=test_size, seed=seed,
+                        description=f"generated {dataset} with sizes and seed as named")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MTL_JAX_DATA_DIR", Path.home() / ".cache" / "mtl_jax" / "tensorflow_datasets"))
+
+
+def read_split(source, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Reads a random-access source (e.g. ``builder.as_data_source()[split]``) into numpy arrays.
+
+    Records are batched by grain and the arrays sorted by ``id`` when there is one, so the
+    order does not depend on how the files were sharded.
+    """
+    dataset = grain.MapDataset.source(source).batch(batch_size)
+    parts = [dataset[i] for i in range(len(dataset))]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if "id" in arrays:
+        order = np.argsort(arrays["id"], kind="stable")
+        arrays = {k: v[order] for k, v in arrays.items()}
+    return arrays
+
+
+def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | None = None) -> dict[str, dict]:
+    """Prepares ``builder_class`` with ``config`` once and returns ``{split: {key: array}}``."""
+    if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
+        config = config.name
+    builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()), file_format="array_record")
+    if not builder.is_prepared():
+        tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
+        builder.download_and_prepare()
+    sources = builder.as_data_source()
+    return {split: read_split(sources[split]) for split in SPLIT_NAMES}
