@@ -32,7 +32,7 @@ def mean_gates(workdir: Path, data_dir: str | None = None) -> dict[str, list[flo
     _, params = restore_params(experiment, workdir, "best")
     inputs = experiment.data["test"][experiment.spec.input_key]
     gates = jax.device_get(gate_weights(experiment.model, params, inputs))
-    return {name[len("gate_"):]: np.asarray(value).mean(axis=0).round(3).tolist()
+    return {name[len("gate_"):]: np.asarray(value, np.float64).mean(axis=0).round(3).tolist()
             for name, value in gates.items() if name.startswith("gate_")}
 
 

@@ -26,3 +26,26 @@ def toy_regression_classification(n=64, seed=0, features=8):
     y = (x[:, :2] @ np.array([1.5, -2.0])).astype(np.float32)
     label = np.digitize(x[:, 2] + 0.5 * x[:, 3], [-0.5, 0.5]).astype(np.int32)
     return {"x": x, "y": y, "label": label}
+
+
+def assert_resumes_bitwise(model, tasks, data, tmp_path, **options):
+    """Trains 2 epochs of 5 steps with checkpoints every 3 steps, deletes the last two checkpoints
+    (steps 9 and 10), resumes from step 6 and checks state and history equal the uninterrupted run."""
+    import shutil
+
+    import chex
+    import jax
+    import optax
+
+    import mtl_jax as mtl
+
+    assert len(next(iter(data.values()))) == 40
+    options = {"epochs": 2, "batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2),
+               "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False, **options}
+    state, history = mtl.fit(model, tasks, data, workdir=tmp_path / "a", **options)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for step in ("9", "10"):
+        shutil.rmtree(tmp_path / "b" / "checkpoints" / step)
+    resumed, resumed_history = mtl.fit(model, tasks, data, workdir=tmp_path / "b", resume=True, **options)
+    chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(state))
+    assert resumed_history == history

@@ -1,6 +1,4 @@
 """Gradient aggregators: each one's defining property on random and adversarial Jacobians."""
-import shutil
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -18,7 +16,7 @@ from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.registry import AGGREGATORS
 from mtl_jax.weighting import static
 
-from conftest import toy_regression_classification
+from conftest import assert_resumes_bitwise, toy_regression_classification
 
 KEY = jax.random.PRNGKey(0)
 
@@ -294,12 +292,4 @@ def test_stateful_and_random_aggregators_resume_bitwise(name, kwargs, level, tmp
     data = toy_regression_classification(40, seed=1)
     weighting = make_weighting("equal", tasks, {}, steps_per_epoch=5, aggregator=name, aggregator_kwargs=kwargs,
                                level=level)
-    options = {"epochs": 2, "batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2),
-               "weighting": weighting, "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False}
-    state, history = mtl.fit(model, tasks, data, workdir=tmp_path / "a", **options)
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    for step in ("9", "10"):
-        shutil.rmtree(tmp_path / "b" / "checkpoints" / step)
-    resumed, resumed_history = mtl.fit(model, tasks, data, workdir=tmp_path / "b", resume=True, **options)
-    chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(state))
-    assert resumed_history == history
+    assert_resumes_bitwise(model, tasks, data, tmp_path, weighting=weighting)

@@ -13,3 +13,15 @@ def test_readme_example_runs(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "training_progress.png").exists()
+
+
+def test_readme_architecture_example_runs(data_dir):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "load_clicks()" in block)
+    small = f"load_clicks(train_size=512, validation_size=128, test_size=128, data_dir={str(data_dir)!r})"
+    assert code.count("epochs=8") == 2
+    code = code.replace("load_clicks()", small).replace("epochs=8", "epochs=1, progress=False")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["gates"]["gate_click"].shape == (128, 4)
+    assert len(namespace["history"]["train/penalty"]) == 1

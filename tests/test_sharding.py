@@ -1,4 +1,5 @@
-"""The train step runs unchanged on a data-parallel mesh (two simulated CPU devices)."""
+"""The train step runs unchanged on a data-parallel mesh (two simulated CPU devices), for every
+sharing architecture and with a gradient method."""
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,10 @@ SCRIPT = textwrap.dedent("""
     from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
     import mtl_jax as mtl
     from mtl_jax.data import batches
+    from mtl_jax.experiment import make_weighting
     from mtl_jax.models import MLP, hard_sharing
+    from mtl_jax.models.experts import mmoe, ple
+    from mtl_jax.models.soft_sharing import task_columns
     from mtl_jax.train import create_train_state, make_train_step
     from mtl_jax.weighting import static
 
@@ -19,21 +23,26 @@ SCRIPT = textwrap.dedent("""
     data = {"x": rng.normal(size=(40, 6)).astype(np.float32), "y": rng.normal(size=40).astype(np.float32),
             "label": rng.integers(0, 3, 40).astype(np.int32)}
     tasks = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
-    model, opt, weighting = hard_sharing(MLP((16,)), tasks), optax.adam(1e-2), static([1.0, 0.5])
-    step = make_train_step(model, tasks, opt, weighting, "x")
-
-    def run(place_batch, place_state):
-        state = place_state(create_train_state(model, tasks, opt, weighting, data["x"][:2], seed=0))
-        for batch in batches(data, 8, seed=0):
-            state, out = step(state, place_batch(batch))
-        return jax.device_get(state.params)
-
+    opt = optax.adam(1e-2)
+    upgrad = make_weighting("equal", tasks, {}, steps_per_epoch=5, aggregator="upgrad", level="parameter")
+    cases = [(hard_sharing(MLP((16,)), tasks), static([1.0, 0.5])), (mmoe(tasks, num_experts=2), upgrad),
+             (ple(tasks, levels=2, expert_features=(8,)), static([1.0, 0.5])),
+             (task_columns(tasks, features=(8,)), upgrad)]
     mesh = Mesh(np.array(jax.devices()), ("data",), axis_types=(AxisType.Auto,))
     by_data = lambda b: jax.device_put(b, NamedSharding(mesh, P("data")))
     replicated = lambda s: jax.device_put(s, NamedSharding(mesh, P()))
-    sharded = run(by_data, replicated)
-    single = run(lambda b: b, lambda s: s)
-    chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
+    for model, weighting in cases:
+        step = make_train_step(model, tasks, opt, weighting, "x")
+
+        def run(place_batch, place_state):
+            state = place_state(create_train_state(model, tasks, opt, weighting, data["x"][:2], seed=0))
+            for batch in batches(data, 8, seed=0):
+                state, out = step(state, place_batch(batch))
+            return jax.device_get(state.params)
+
+        sharded = run(by_data, replicated)
+        single = run(lambda b: b, lambda s: s)
+        chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
     print("OK")
 """)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax.data.batching import select_inputs
-from mtl_jax.models.sharing import SHARED
+from mtl_jax.models.contract import SHARED
 from mtl_jax.tasks import Task, task_losses
 
 

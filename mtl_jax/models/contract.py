@@ -19,7 +19,24 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import flax.linen as nn
+
 SHARED = "shared"
+
+
+class Architecture(nn.Module):
+    """Base of the architectures: ``__call__`` is ``predict_from(represent(x))``.
+
+    Subclasses have a ``heads`` field (task name -> head, in task order) and define
+    ``represent``, ``predict_from`` and ``param_owner``.
+    """
+
+    def __call__(self, x, train: bool = False):
+        return self.predict_from(self.represent(x, train), train)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.heads)
 
 
 def task_copy(z: Any, task: str, task_names: Iterable[str]) -> Any:

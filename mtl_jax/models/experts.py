@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
 
-from mtl_jax.models.contract import owner_by_prefix, task_copy
+from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
 from mtl_jax.models.heads import Head
 from mtl_jax.tasks import Task
 
@@ -98,7 +98,7 @@ def _mix(weights, experts):
     return jnp.einsum("...e,...ed->...d", weights, experts)
 
 
-class MMoE(nn.Module):
+class MMoE(Architecture):
     """Multi-gate mixture of experts (see the module docstring)."""
 
     heads: Mapping[str, nn.Module]
@@ -127,18 +127,11 @@ class MMoE(nn.Module):
             out[name] = head(_mix(weights, z_task["experts"]), train=train)
         return out
 
-    def __call__(self, x, train: bool = False):
-        return self.predict_from(self.represent(x, train), train)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads)
-
     def param_owner(self, name: str) -> str:
         return owner_by_prefix(name, self.heads, ("gates_", "heads_"), ("experts", "encoder"), "MMoE")
 
 
-class PLE(nn.Module):
+class PLE(Architecture):
     """Progressive layered extraction; ``levels=1`` is CGC (see the module docstring)."""
 
     heads: Mapping[str, nn.Module]
@@ -198,13 +191,6 @@ class PLE(nn.Module):
             self.sow("intermediates", f"gate_{name}", weights)
             out[name] = head(_mix(weights, experts), train=train)
         return out
-
-    def __call__(self, x, train: bool = False):
-        return self.predict_from(self.represent(x, train), train)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads)
 
     def param_owner(self, name: str) -> str:
         return owner_by_prefix(name, self.heads, ("own_experts_", "gates_", "heads_"),

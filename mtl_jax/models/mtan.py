@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
-from mtl_jax.models.contract import owner_by_prefix, task_copy
+from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
 from mtl_jax.models.conv import conv_for_platform, max_pool
 from mtl_jax.models.heads import head_for
 from mtl_jax.models.trunks import as_float_image
@@ -54,7 +54,7 @@ class TaskAttention(nn.Module):
         return max_pool(attended, (2, 2), fast=conv_fn is not None)
 
 
-class MTAN(nn.Module):
+class MTAN(Architecture):
     """Shared conv stages with per-task attention (see the module docstring)."""
 
     heads: Mapping[str, nn.Module]
@@ -85,13 +85,6 @@ class MTAN(nn.Module):
             z_task = task_copy(z, name, self.heads)
             out[name] = head(self.attention[name](z_task["intermediate"], z_task["output"]), train=train)
         return out
-
-    def __call__(self, x, train: bool = False):
-        return self.predict_from(self.represent(x, train), train)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads)
 
     def param_owner(self, name: str) -> str:
         return owner_by_prefix(name, self.heads, ("attention_", "heads_"), ("first_", "second_"), "MTAN")

@@ -1,18 +1,8 @@
 """Hard sharing and task-specific branches: ``trunk -> [branch_t] -> head_t``.
 
-The contract every multi-task architecture in mtl_jax keeps:
-
-* ``model.apply(variables, inputs, train=...)`` returns ``{task: prediction}``;
-* ``model.apply(variables, inputs, method="represent")`` returns the *shared
-  representation* ``z`` (the trunk's output), and
-  ``model.apply(variables, z, method="predict_from")`` maps it to the predictions, so
-  feature-level gradient methods can differentiate with respect to ``z`` (given
-  ``{task: z}``, each head reads its own copy);
-* ``model.param_owner(name)`` says who owns a top-level parameter collection entry:
-  ``"shared"`` or a task name (see :func:`param_labels`).
-
-For :class:`MultiTaskModel` the shared parameters are the trunk's (``params["trunk"]``);
-``branches_<task>`` and ``heads_<task>`` belong to their task.
+Keeps the contract of every mtl_jax architecture (:mod:`mtl_jax.models.contract`): the
+shared representation ``z`` is the trunk's output, and the shared parameters are the
+trunk's (``params["trunk"]``); ``branches_<task>`` and ``heads_<task>`` belong to their task.
 """
 from __future__ import annotations
 
@@ -22,13 +12,12 @@ import flax.linen as nn
 import jax
 from flax.core import FrozenDict
 
+from mtl_jax.models.contract import Architecture, SHARED, owner_by_prefix, task_copy
 from mtl_jax.models.heads import head_for
 from mtl_jax.tasks import Task
 
-SHARED = "shared"
 
-
-class MultiTaskModel(nn.Module):
+class MultiTaskModel(Architecture):
     """A shared trunk, an optional branch per task, and one head per task.
 
     Pass ``heads``/``branches`` as ``flax.core.FrozenDict`` (the builders below do) so the
@@ -47,25 +36,13 @@ class MultiTaskModel(nn.Module):
         gradient with respect to each copy is that task's gradient alone)."""
         out = {}
         for name, head in self.heads.items():
-            z_task = z[name] if isinstance(z, Mapping) else z
+            z_task = task_copy(z, name, self.heads)
             branch = (self.branches or {}).get(name)
             out[name] = head(branch(z_task, train=train) if branch is not None else z_task, train=train)
         return out
 
-    def __call__(self, x, train: bool = False):
-        return self.predict_from(self.represent(x, train), train)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads)
-
     def param_owner(self, name: str) -> str:
-        if name == "trunk":
-            return SHARED
-        for prefix in ("heads_", "branches_"):
-            if name.startswith(prefix) and name[len(prefix):] in self.heads:
-                return name[len(prefix):]
-        raise KeyError(f"parameter collection {name!r} belongs to no part of this MultiTaskModel")
+        return owner_by_prefix(name, self.heads, ("heads_", "branches_"), ("trunk",), "MultiTaskModel")
 
 
 def hard_sharing(trunk: nn.Module, tasks: Sequence[Task], *, head_hidden: Sequence[int] = (),

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models.contract import owner_by_prefix, task_copy
+from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
 from mtl_jax.models.conv import conv_for_platform, max_pool
 from mtl_jax.models.heads import head_for
 from mtl_jax.models.trunks import as_float_image
@@ -100,7 +100,7 @@ class Columns(nn.Module):
         return h
 
 
-class TaskColumns(nn.Module):
+class TaskColumns(Architecture):
     """One column per task (``Dense-ReLU`` or ``conv3x3-ReLU-maxpool2`` per width), cross-stitched
     after every layer when ``stitch`` (see the module docstring)."""
 
@@ -134,13 +134,6 @@ class TaskColumns(nn.Module):
     def predict_from(self, z, train: bool = False):
         return {name: head(task_copy(z, name, self.heads)[index], train=train)
                 for index, (name, head) in enumerate(self.heads.items())}
-
-    def __call__(self, x, train: bool = False):
-        return self.predict_from(self.represent(x, train), train)
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.heads)
 
     def param_owner(self, name: str) -> str:
         return owner_by_prefix(name, self.heads, ("heads_",), ("columns", "stitch_"), "TaskColumns")

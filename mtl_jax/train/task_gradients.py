@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models.sharing import SHARED
+from mtl_jax.models.contract import SHARED
 from mtl_jax.tasks import Task, task_losses
 from mtl_jax.train import parameter_gramian as pg
 
