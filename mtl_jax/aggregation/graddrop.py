@@ -41,7 +41,10 @@ def graddrop_direction(jacobian, key, leak: float = 0.0, batch_reduce: bool = Tr
         purity = 0.5 * (1 + jnp.sum(signals, axis=0) / (jnp.sum(jnp.abs(signals), axis=0) + 1e-12))
         uniform = jax.random.uniform(jax.random.fold_in(key, index), purity.shape, grads.dtype)
         masks = (purity > uniform) * (signals > 0) + (purity < uniform) * (signals < 0)
-        out.append(jnp.sum((leak + (1 - leak) * masks.astype(grads.dtype)) * grads, axis=0))
+        kept = (leak + (1 - leak) * masks.astype(grads.dtype)) * grads
+        # the sum over tasks as a GEMV: XLA's CPU reduction over a leading axis of a broadcast
+        # product measured ~80x slower (246 ms vs 3 ms on the seed CNN's [4, 64, 16, 16, 64])
+        out.append(jnp.tensordot(jnp.ones(grads.shape[0], grads.dtype), kept, axes=1))
     return jax.tree.unflatten(treedef, out)
 
 
