@@ -5,9 +5,11 @@ the key, and what was expected against what was seen.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Any, Iterator, Mapping, Sequence
 
 import flax
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -104,8 +106,47 @@ def check_data(tasks: Sequence[Task], arrays: Mapping[str, Any], input_key: Inpu
     check_targets(tasks, arrays, where)
 
 
+def _submodules(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` and every module among its fields, recursively (heads, trunks, encoders...)."""
+    yield module
+    for field in dataclasses.fields(module):
+        if field.name in ("parent", "name"):
+            continue
+        value = getattr(module, field.name, None)
+        values = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else [value]
+        for child in values:
+            if isinstance(child, nn.Module):
+                yield from _submodules(child)
+
+
+def check_id_ranges(model, inputs, where: str = "inputs") -> None:
+    """Integer ids fit the model's embedding tables (``vocab_sizes`` per field of a
+    :class:`~mtl_jax.models.trunks.FieldEmbedding`, ``vocab_size`` of a text encoder): an
+    out-of-range id would otherwise read NaN and surface as a non-finite loss."""
+    if not isinstance(model, nn.Module) or isinstance(inputs, Mapping):
+        return
+    ids = np.asarray(inputs)
+    if not np.issubdtype(ids.dtype, np.integer) or ids.size == 0:
+        return
+    for module in _submodules(model):
+        sizes = getattr(module, "vocab_sizes", None)
+        if sizes is not None and ids.ndim == 2 and ids.shape[1] == len(sizes):
+            bad = (ids < 0) | (ids >= np.asarray(sizes))
+            if bad.any():
+                field = int(np.argmax(bad.any(axis=0)))
+                column = ids[:, field]
+                raise ValueError(f"{where}: categorical field {field} has ids in [{column.min()}, {column.max()}] but "
+                                 f"its embedding table has {sizes[field]} rows (ids must be in [0, {sizes[field]}))")
+        size = getattr(module, "vocab_size", None)
+        if isinstance(size, int) and (ids.min() < 0 or ids.max() >= size):
+            raise ValueError(f"{where}: token ids in [{ids.min()}, {ids.max()}] do not fit the vocabulary of {size} "
+                             "(ids must be in [0, vocab_size))")
+
+
 def check_input_shape(model, params, inputs, where: str = "inputs") -> None:
-    """The model with these parameters accepts inputs of this shape (checked abstractly, nothing runs)."""
+    """The model with these parameters accepts inputs of this shape (checked abstractly, nothing
+    runs), and integer ids fit its embedding tables."""
+    check_id_ranges(model, inputs, where)
     example = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + np.shape(x)[1:], np.asarray(x).dtype), inputs)
     try:
         jax.eval_shape(lambda p, x: model.apply({"params": p}, x), params, example)

@@ -83,3 +83,28 @@ def test_mask_shape_must_prefix_the_target():
     data["y_mask"] = np.ones((16, 2))
     with pytest.raises(ValueError, match="mask 'y_mask'"):
         _fit(data)
+
+
+def test_ids_outside_an_embedding_table_are_refused_by_name():
+    import optax
+
+    import mtl_jax as mtl
+    from mtl_jax.models import FieldEmbedding, TextEncoder, hard_sharing, mmoe
+
+    tasks = (mtl.binary("click"),)
+    rng = np.random.default_rng(0)
+    ids = np.stack([rng.integers(0, 5, 16), rng.integers(0, 3, 16)], axis=1).astype(np.int32)
+    data = {"fields": ids, "click": rng.integers(0, 2, 16).astype(np.int32)}
+    model = mmoe(tasks, num_experts=2, encoder=FieldEmbedding((5, 3), embed_dim=4))
+    state, _ = mtl.fit(model, tasks, data, epochs=1, batch_size=8, input_key="fields", progress=False,
+                       optimizer=optax.sgd(0.1))
+    bad = dict(data, fields=ids.copy())
+    bad["fields"][3, 1] = 3
+    with pytest.raises(ValueError, match=r"categorical field 1 has ids in \[0, 3\] but its embedding table has 3 rows"):
+        mtl.fit(model, tasks, bad, epochs=1, batch_size=8, input_key="fields", progress=False)
+    with pytest.raises(ValueError, match="categorical field 1"):
+        mtl.predict(model, tasks, state.params, bad["fields"])
+    text = hard_sharing(TextEncoder(vocab_size=10, embed_dim=4), tasks)
+    with pytest.raises(ValueError, match="token ids in \\[0, 12\\] do not fit the vocabulary of 10"):
+        mtl.fit(text, tasks, {"tokens": np.array([[1, 12], [3, 0]]), "click": np.array([0, 1])}, epochs=1,
+                batch_size=2, input_key="tokens", progress=False)

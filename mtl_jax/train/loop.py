@@ -185,6 +185,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
     checks.check_data(tasks, train, input_key, "train")
+    checks.check_id_ranges(model, select_inputs(train, input_key), "train inputs")
     if validation is not None:
         checks.check_data(tasks, validation, input_key, "validation")
     if nonfinite not in ("raise", "skip"):
