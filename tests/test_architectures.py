@@ -56,13 +56,17 @@ def _all_models():
 
 ALL = _all_models()
 IDS = [name for name, *_ in ALL]
+# the encoder and single-level variants differ only in where gradients flow: checked by the
+# ownership and Gramian tests; the shape and training tests take the rest
+MAIN = [case for case in ALL if case[0] not in ("mmoe_encoder", "cgc")]
+MAIN_IDS = [name for name, *_ in MAIN]
 
 
 def _init(model, batch):
     return model.init(jax.random.PRNGKey(0), batch["x"][:2])["params"]
 
 
-@pytest.mark.parametrize("name,make,tasks,make_batch", ALL, ids=IDS)
+@pytest.mark.parametrize("name,make,tasks,make_batch", MAIN, ids=MAIN_IDS)
 def test_outputs_have_each_tasks_shape_and_the_contract_holds(name, make, tasks, make_batch):
     model, batch = make(), make_batch()
     params = _init(model, batch)
@@ -128,7 +132,7 @@ def test_parameter_level_gramian_is_exact_and_the_update_is_the_weighted_gradien
         chex.assert_trees_all_close(new_state.params[key], expected, rtol=2e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("name,make,tasks,make_batch", ALL, ids=IDS)
+@pytest.mark.parametrize("name,make,tasks,make_batch", MAIN, ids=MAIN_IDS)
 def test_every_architecture_trains_with_loss_weighting_composed_with_aggregation(name, make, tasks, make_batch):
     """Uncertainty weighting, then PCGrad at the feature level, in one step (the parameter level:
     MGDA in the test above)."""
