@@ -1,5 +1,4 @@
 """Gradient aggregators: each one's defining property on random and adversarial Jacobians."""
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np

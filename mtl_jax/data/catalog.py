@@ -16,7 +16,7 @@ import functools
 from typing import Any, Callable, Mapping
 
 from mtl_jax import tasks as tasks_lib
-from mtl_jax.data import clicks, houses
+from mtl_jax.data import houses
 from mtl_jax.data.clicks_builder import load_clicks
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.registry import DATASETS
