@@ -17,4 +17,4 @@ demo: $(STAMP)
 	$(VENV)/bin/python experiments/seed_cnn.py --workdir runs/seed_cnn --resume
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest -n auto tests

@@ -8,7 +8,8 @@ import pytest
 from jax import lax
 
 from mtl_jax.models import ResNet, SeedCNN
-from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, gemm_conv_general_dilated, max_pool
+from mtl_jax.models import conv as conv_module
+from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, max_pool
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -29,15 +30,22 @@ CASES = [  # (x shape, w shape, strides, padding, dilation): every form the trun
 ]
 
 
+@pytest.fixture(params=["im2col", "taps"])
+def path(request, monkeypatch):
+    """Forces every convolution through one of the two CPU paths."""
+    monkeypatch.setattr(conv_module, "GEMM_MAX_PATCH", 10**9 if request.param == "im2col" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("shape_x,shape_w,strides,padding,dilation", CASES)
-def test_values_and_gradients_equal_xlas_convolution(shape_x, shape_w, strides, padding, dilation):
+def test_values_and_gradients_equal_xlas_convolution(path, shape_x, shape_w, strides, padding, dilation):
     x, w = _pair(shape_x, shape_w)
 
     def loss(conv, x, w):
         y = conv(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=DN)
         return jnp.sum(jnp.sin(y)), y
 
-    (value, y), grads = jax.value_and_grad(lambda x, w: loss(gemm_conv_general_dilated, x, w), (0, 1),
+    (value, y), grads = jax.value_and_grad(lambda x, w: loss(conv_general_dilated, x, w), (0, 1),
                                            has_aux=True)(x, w)
     (ref_value, ref_y), ref_grads = jax.value_and_grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1),
                                                        has_aux=True)(x, w)
@@ -47,14 +55,14 @@ def test_values_and_gradients_equal_xlas_convolution(shape_x, shape_w, strides, 
 
 def test_unsupported_forms_fall_back_to_xla():
     x, w = _pair((2, 8, 8, 4), (3, 3, 2, 6))
-    grouped = gemm_conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN, feature_group_count=2)
+    grouped = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN, feature_group_count=2)
     np.testing.assert_allclose(grouped, lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,
                                                                  feature_group_count=2), rtol=1e-6)
 
 
-def test_flax_conv_with_the_fast_path_has_the_same_parameters_and_outputs():
+def test_flax_conv_with_the_fast_path_has_the_same_parameters_and_outputs(path):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), jnp.float32)
-    native, fast = nn.Conv(4, (3, 3)), nn.Conv(4, (3, 3), conv_general_dilated=gemm_conv_general_dilated)
+    native, fast = nn.Conv(4, (3, 3)), nn.Conv(4, (3, 3), conv_general_dilated=conv_general_dilated)
     params = native.init(jax.random.PRNGKey(0), x)
     np.testing.assert_allclose(fast.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-6)
 

@@ -44,17 +44,56 @@ def _explicit_padding(padding, in_shape, kernel_shape, strides, dilation):
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
+def _tap(x_padded, ky, kx, strides, dilation, out_hw):
+    """The input pixels kernel tap ``(ky, kx)`` reads for every output pixel: ``[B, Ho, Wo, C]``."""
+    start = (0, ky * dilation[0], kx * dilation[1], 0)
+    limit = (x_padded.shape[0], start[1] + (out_hw[0] - 1) * strides[0] + 1,
+             start[2] + (out_hw[1] - 1) * strides[1] + 1, x_padded.shape[3])
+    return lax.slice(x_padded, start, limit, (1, strides[0], strides[1], 1))
+
+
+def _pad(x, pads):
+    return jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
 def _patches(x, kernel_hw, strides, pads, dilation, out_hw):
     """``[B, Ho, Wo, kh*kw*C]``: the input window of every output pixel, (ky, kx, c) ordered."""
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    slices = []
-    for ky in range(kernel_hw[0]):
-        for kx in range(kernel_hw[1]):
-            start = (0, ky * dilation[0], kx * dilation[1], 0)
-            limit = (x.shape[0], start[1] + (out_hw[0] - 1) * strides[0] + 1,
-                     start[2] + (out_hw[1] - 1) * strides[1] + 1, x.shape[3])
-            slices.append(lax.slice(x, start, limit, (1, strides[0], strides[1], 1)))
-    return jnp.concatenate(slices, axis=-1)
+    x = _pad(x, pads)
+    return jnp.concatenate([_tap(x, ky, kx, strides, dilation, out_hw)
+                            for ky in range(kernel_hw[0]) for kx in range(kernel_hw[1])], axis=-1)
+
+
+# Images per step of the chunked filter gradient: chunks this size keep each tap's slice of the
+# input (chunk x Ho x Wo x C_in floats) in the core's cache for its GEMM (benchmarks/conv_speed.py).
+FILTER_GRAD_CHUNK_BYTES = 1 << 20
+
+
+def _filter_gradient_by_taps(x, dy, kernel_shape, strides, pads, dilation):
+    """``dW[ky, kx] = sum_{b, y, x} x_pad[b, s*y + d*ky, s*x + d*kx]^T dy[b, y, x]``.
+
+    One ``[C_in, C_out]`` GEMM per kernel tap over a chunk of images, summed over chunks in a
+    ``lax.scan``: every operand stays small enough to sit in cache, unlike the ``kh*kw``-times
+    larger patch matrix or XLA CPU's filter-gradient convolution. Batches that the chunk does not
+    divide are padded with zero images, which add nothing to the sum.
+    """
+    kh, kw, cin, cout = kernel_shape
+    batch, out_h, out_w, _ = dy.shape
+    chunk = max(1, min(batch, FILTER_GRAD_CHUNK_BYTES // (out_h * out_w * cin * x.dtype.itemsize)))
+    steps = -(-batch // chunk)
+    extra = steps * chunk - batch
+    x, dy = (jnp.pad(a, ((0, extra), (0, 0), (0, 0), (0, 0))) for a in (_pad(x, pads), dy))
+    x = x.reshape(steps, chunk, *x.shape[1:])
+    dy = dy.reshape(steps, chunk * out_h * out_w, cout)
+
+    def add_chunk(total, chunk_pair):
+        xc, dyc = chunk_pair
+        taps = [lax.dot_general(_tap(xc, ky, kx, strides, dilation, (out_h, out_w)).reshape(-1, cin), dyc,
+                                (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+                for ky in range(kh) for kx in range(kw)]
+        return total + jnp.stack(taps).reshape(kernel_shape), None
+
+    total, _ = lax.scan(add_chunk, jnp.zeros(kernel_shape, jnp.float32), (x, dy))
+    return total
 
 
 def _native(x, w, strides, pads, dilation):
@@ -79,11 +118,33 @@ def _gemm_conv_bwd(strides, pads, dilation, residuals, dy):
     kh, kw, cin, cout = w.shape
     rows = patches.reshape(-1, kh * kw * cin)
     dw = lax.dot_general(rows, dy.reshape(-1, cout), (((0,), (0,)), ((), ())))
-    dx = jax.vjp(lambda x_: _native(x_, w, strides, pads, dilation), x)[1](dy)[0]
-    return dx, dw.reshape(w.shape).astype(w.dtype)
+    return _input_gradient(x, w, strides, pads, dilation, dy), dw.reshape(w.shape).astype(w.dtype)
 
 
 _gemm_conv.defvjp(_gemm_conv_fwd, _gemm_conv_bwd)
+
+
+def _input_gradient(x, w, strides, pads, dilation, dy):
+    """XLA's transposed convolution (a forward-shaped convolution, which XLA CPU does well)."""
+    return jax.vjp(lambda x_: _native(x_, w, strides, pads, dilation), x)[1](dy)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _tap_conv(x, w, strides, pads, dilation):
+    return _native(x, w, strides, pads, dilation)
+
+
+def _tap_conv_fwd(x, w, strides, pads, dilation):
+    return _native(x, w, strides, pads, dilation), (x, w)
+
+
+def _tap_conv_bwd(strides, pads, dilation, residuals, dy):
+    x, w = residuals
+    dw = _filter_gradient_by_taps(x, dy, w.shape, strides, pads, dilation)
+    return _input_gradient(x, w, strides, pads, dilation, dy), dw.astype(w.dtype)
+
+
+_tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 def _plain(lhs, rhs, dimension_numbers, lhs_dilation, feature_group_count, batch_group_count,
@@ -93,35 +154,32 @@ def _plain(lhs, rhs, dimension_numbers, lhs_dilation, feature_group_count, batch
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and preferred_element_type is None)
 
 
-def gemm_conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
-                              rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-                              batch_group_count: int = 1, precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` computed as im2col GEMMs wherever the form allows it."""
-    if not _plain(lhs, rhs, dimension_numbers, lhs_dilation, feature_group_count, batch_group_count,
-                  preferred_element_type):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count, precision,
-                                        preferred_element_type)
-    strides = tuple(window_strides)
-    dilation = tuple(rhs_dilation or (1, 1))
-    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
-    return _gemm_conv(lhs, rhs, strides, pads, dilation)
-
-
-# Patch rows wider than this make building the patches (a concatenation along channels)
-# cost more on CPU than XLA's convolution saves: measured on the seed CNN, the GEMM path wins
-# for the RGB stem (3x3x3 = 27) and loses for 3x3x32 = 288 (benchmarks/conv_speed.py).
+# Patch rows wider than this make building the patch matrix (a concatenation along channels)
+# cost more on CPU than the GEMM saves over XLA's forward convolution: measured on the seed CNN,
+# im2col wins for the RGB stem (3x3x3 = 27) and loses for 3x3x32 = 288 (benchmarks/conv_speed.py).
 GEMM_MAX_PATCH = 64
 
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None):
-    """The CPU choice: GEMM convolution for narrow patches (see GEMM_MAX_PATCH), XLA's otherwise."""
-    narrow = rhs.ndim == 4 and rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= GEMM_MAX_PATCH
-    conv = gemm_conv_general_dilated if narrow else lax.conv_general_dilated
-    return conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                feature_group_count, batch_group_count, precision, preferred_element_type)
+    """``lax.conv_general_dilated``'s signature and values, with CPU-fast forward and gradients.
+
+    NHWC/HWIO convolutions with narrow patches (``kh*kw*C_in <= GEMM_MAX_PATCH``) run as im2col
+    GEMMs; wider ones keep XLA's forward and input-gradient convolutions and compute the filter
+    gradient by :func:`_filter_gradient_by_taps`. Grouped, input-dilated or other-layout
+    convolutions are XLA's own.
+    """
+    if not _plain(lhs, rhs, dimension_numbers, lhs_dilation, feature_group_count, batch_group_count,
+                  preferred_element_type):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count, precision,
+                                        preferred_element_type)
+    strides = tuple(int(s) for s in window_strides)
+    dilation = tuple(int(d) for d in (rhs_dilation or (1, 1)))
+    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
+    narrow = rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= GEMM_MAX_PATCH
+    return (_gemm_conv if narrow else _tap_conv)(lhs, rhs, strides, pads, dilation)
 
 
 def conv_for_platform(choice: str = "auto"):
@@ -148,8 +206,11 @@ def max_pool(x, window: tuple[int, int], fast: bool = True):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _window_max(x, window):
-    b, h, w, c = x.shape
-    return x.reshape(b, h // window[0], window[0], w // window[1], window[1], c).max(axis=(2, 4))
+    # An elementwise maximum of the window's strided slices: XLA fuses it (and the ReLU before
+    # it) into one pass, where a reshape + reduce wrote the whole map out first (~13 ms -> 1 ms
+    # on the seed CNN's first layer).
+    slices = [x[:, i::window[0], j::window[1]] for i in range(window[0]) for j in range(window[1])]
+    return functools.reduce(jnp.maximum, slices)
 
 
 def _window_max_fwd(x, window):
