@@ -1,4 +1,4 @@
-"""Seed CNN training step on CPU: XLA's convolution vs the GEMM path vs PyTorch eager, in one run.
+"""Seed CNN training step on CPU: XLA's convolution vs the fast CPU path vs PyTorch eager, in one run.
 
 The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
 flatten, heads price (64 hidden, 1 output, MSE) and kind (64 hidden, 3 classes, CE),
@@ -75,7 +75,7 @@ def main() -> None:
             "price": rng.normal(size=BATCH).astype(np.float32),
             "kind": rng.integers(0, 3, BATCH).astype(np.int32)}
     batch = next(batches(data, BATCH))
-    variants = {"jax, XLA conv": jax_step("native", batch), "jax, GEMM conv": jax_step("fast", batch)}
+    variants = {"jax, XLA conv": jax_step("native", batch), "jax, fast conv": jax_step("fast", batch)}
     try:
         run, version = torch_step(data)
         variants[f"torch {version} eager"] = run

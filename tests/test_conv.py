@@ -102,3 +102,25 @@ def test_the_platform_choice():
     assert conv_for_platform("auto") is (conv_general_dilated if jax.default_backend() == "cpu" else None)
     with pytest.raises(ValueError, match="conv must be one of"):
         conv_for_platform("cudnn")
+
+
+def test_the_chunked_filter_gradient_pads_a_batch_the_chunk_does_not_divide(monkeypatch):
+    x, w = _pair((5, 6, 6, 8), (3, 3, 8, 4))
+    dy = jnp.asarray(np.random.default_rng(4).normal(size=(5, 3, 3, 4)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+    # two images a chunk: three steps, the last one padded with a zero image
+    monkeypatch.setattr(conv_module, "FILTER_GRAD_CHUNK_BYTES", 2 * 3 * 3 * 8 * 4)
+    chunked = conv_module._filter_gradient_by_taps(x, dy, w.shape, (2, 2), pads, (1, 1))
+    reference = jax.vjp(lambda w_: lax.conv_general_dilated(x, w_, (2, 2), pads, dimension_numbers=DN), w)[1](dy)[0]
+    np.testing.assert_allclose(chunked, reference, rtol=1e-5, atol=1e-5)
+    assert "while" in jax.jit(conv_module._filter_gradient_by_taps, static_argnums=(2, 3, 4, 5)).lower(
+        x, dy, w.shape, (2, 2), pads, (1, 1)).as_text()
+
+
+def test_the_wide_path_replaces_xlas_filter_gradient_convolution():
+    x, w = _pair((2, 8, 8, 32), (3, 3, 32, 4))
+    grad_w = jax.jit(jax.grad(lambda w: jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
+    native = jax.jit(jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
+    count = lambda f: f.lower(w).compile().as_text().count(" convolution(")  # noqa: E731
+    assert count(native) == 2 and count(grad_w) == 1  # only the forward convolution is left
+    np.testing.assert_allclose(grad_w(w), native(w), rtol=1e-4, atol=1e-4)

@@ -1,27 +1,36 @@
 """Convolution and pooling that are fast on CPU, with the values of XLA's own.
 
-On CPU, XLA is slow at two things a small CNN spends most of its step on: max pooling's
-gradient (``select_and_scatter``: ~60-130 ms a layer in the seed CNN step) and convolutions
-with few input channels (the RGB stem, forward and filter gradient). This module provides
+On CPU, XLA is slow at three things a small CNN spends most of its step on: max pooling's
+gradient (``select_and_scatter``: ~60-130 ms a layer in the seed CNN step), the filter
+gradient of a convolution (91 ms for the seed CNN's 32 -> 64 layer, ~4x its forward), and
+convolutions with few input channels (the RGB stem). This module provides
 
-* :func:`max_pool`: non-overlapping windows pooled by a reshape and a max, with a custom
-  VJP that routes each window's gradient to the positions equal to its maximum in one fused
+* :func:`max_pool`: non-overlapping windows pooled as the elementwise maximum of the
+  window's strided slices (one pass, fused with the ReLU before it), with a custom VJP that
+  routes each window's gradient to the positions equal to its maximum in one fused
   elementwise pass (ties share it; after a ReLU, tied zeros receive none anyway);
-* :func:`gemm_conv_general_dilated`: the signature of ``lax.conv_general_dilated``, computed
-  for NHWC inputs and HWIO kernels with the im2col patches ``P`` (one row of
-  ``kh*kw*C_in`` values per output pixel) through a ``jax.custom_vjp``::
+* :func:`conv_general_dilated`: the signature and values of ``lax.conv_general_dilated``;
+  for NHWC inputs and HWIO kernels it computes, through a ``jax.custom_vjp``:
 
-      forward:          y  = P W          (one GEMM; W reshaped to [kh*kw*C_in, C_out])
-      filter gradient:  dW = P^T dy       (one GEMM over the saved patches)
-      input gradient:   dx = XLA's transposed convolution of dy
+  - narrow patches (``kh*kw*C_in <= GEMM_MAX_PATCH``, e.g. the RGB stem), with the im2col
+    patch matrix ``P`` (one row of ``kh*kw*C_in`` values per output pixel)::
 
-  grouped, input-dilated or other-layout convolutions fall back to XLA;
-* :func:`conv_general_dilated`: the CPU choice per layer, GEMM where the patch rows are
-  narrow (``GEMM_MAX_PATCH``), XLA's convolution otherwise.
+        forward:          y  = P W          (one GEMM; W reshaped to [kh*kw*C_in, C_out])
+        filter gradient:  dW = P^T dy       (one GEMM over the saved patches)
+
+  - wider ones: XLA's forward convolution and, for the filter gradient, one
+    ``[C_in, C_out]`` GEMM per kernel tap over chunks of images (:func:`_filter_gradient_by_taps`)::
+
+        dW[ky, kx] = sum_b sum_{y, x} x_pad[b, s*y + d*ky, s*x + d*kx]^T dy[b, y, x]
+
+  - both: the input gradient is XLA's transposed convolution (forward-shaped, which XLA
+    CPU does well).
+
+  Grouped, input-dilated or other-layout convolutions are XLA's own.
 
 :func:`conv_for_platform` selects this on CPU and XLA's convolution elsewhere (GPU and TPU
-convolutions are fast); trunks take ``conv="auto" | "fast" | "native"``. Measured ratios
-are in ``benchmarks/README.md``.
+convolutions are fast); trunks take ``conv="auto" | "fast" | "native"``. Measured step times
+and ratios are in ``benchmarks/README.md``.
 """
 from __future__ import annotations
 
@@ -57,10 +66,24 @@ def _pad(x, pads):
 
 
 def _patches(x, kernel_hw, strides, pads, dilation, out_hw):
-    """``[B, Ho, Wo, kh*kw*C]``: the input window of every output pixel, (ky, kx, c) ordered."""
+    """``[B, Ho, Wo, kw*kh*C]``: the input window of every output pixel, ordered (kx, ky, c).
+
+    Built in two passes, the ``kh`` row shifts concatenated along channels and then the ``kw``
+    column shifts of that: XLA CPU copies a few wide operands far faster than ``kh*kw`` narrow
+    ones (3 ms against 16 ms for the seed CNN's RGB stem). Pair with :func:`_patch_kernel`.
+    """
     x = _pad(x, pads)
-    return jnp.concatenate([_tap(x, ky, kx, strides, dilation, out_hw)
-                            for ky in range(kernel_hw[0]) for kx in range(kernel_hw[1])], axis=-1)
+    (kh, kw), (sy, sx), (dy, dx), (out_h, out_w) = kernel_hw, strides, dilation, out_hw
+    rows = jnp.concatenate([lax.slice_in_dim(x, ky * dy, ky * dy + (out_h - 1) * sy + 1, sy, axis=1)
+                            for ky in range(kh)], axis=-1)
+    columns = [lax.slice_in_dim(rows, kx * dx, kx * dx + (out_w - 1) * sx + 1, sx, axis=2) for kx in range(kw)]
+    return jnp.stack(columns, axis=-2).reshape(*rows.shape[:2], out_w, kw * rows.shape[-1])
+
+
+def _patch_kernel(w):
+    """The HWIO kernel as the ``[kw*kh*C_in, C_out]`` matrix that multiplies :func:`_patches`."""
+    kh, kw, cin, cout = w.shape
+    return jnp.transpose(w, (1, 0, 2, 3)).reshape(kw * kh * cin, cout)
 
 
 # Images per step of the chunked filter gradient: chunks this size keep each tap's slice of the
@@ -80,13 +103,16 @@ def _filter_gradient_by_taps(x, dy, kernel_shape, strides, pads, dilation):
     batch, out_h, out_w, _ = dy.shape
     chunk = max(1, min(batch, FILTER_GRAD_CHUNK_BYTES // (out_h * out_w * cin * x.dtype.itemsize)))
     steps = -(-batch // chunk)
+    chunk = -(-batch // steps)  # the same number of steps with the fewest padding images
     extra = steps * chunk - batch
-    x, dy = (jnp.pad(a, ((0, extra), (0, 0), (0, 0), (0, 0))) for a in (_pad(x, pads), dy))
+    if extra:
+        x, dy = (jnp.pad(a, ((0, extra), (0, 0), (0, 0), (0, 0))) for a in (x, dy))
     x = x.reshape(steps, chunk, *x.shape[1:])
     dy = dy.reshape(steps, chunk * out_h * out_w, cout)
 
     def add_chunk(total, chunk_pair):
         xc, dyc = chunk_pair
+        xc = _pad(xc, pads)  # per chunk: no padded copy of the whole batch
         taps = [lax.dot_general(_tap(xc, ky, kx, strides, dilation, (out_h, out_w)).reshape(-1, cin), dyc,
                                 (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
                 for ky in range(kh) for kx in range(kw)]
@@ -109,7 +135,7 @@ def _gemm_conv_fwd(x, w, strides, pads, dilation):
     kh, kw, cin, cout = w.shape
     out_hw = jax.eval_shape(lambda: _native(x, w, strides, pads, dilation)).shape[1:3]
     patches = _patches(x, (kh, kw), strides, pads, dilation, out_hw)
-    y = patches.reshape(-1, kh * kw * cin) @ w.reshape(kh * kw * cin, cout)
+    y = patches.reshape(-1, kh * kw * cin) @ _patch_kernel(w)
     return y.reshape(x.shape[0], *out_hw, cout), (x, w, patches)
 
 
@@ -118,7 +144,8 @@ def _gemm_conv_bwd(strides, pads, dilation, residuals, dy):
     kh, kw, cin, cout = w.shape
     rows = patches.reshape(-1, kh * kw * cin)
     dw = lax.dot_general(rows, dy.reshape(-1, cout), (((0,), (0,)), ((), ())))
-    return _input_gradient(x, w, strides, pads, dilation, dy), dw.reshape(w.shape).astype(w.dtype)
+    dw = jnp.transpose(dw.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
+    return _input_gradient(x, w, strides, pads, dilation, dy), dw.astype(w.dtype)
 
 
 _gemm_conv.defvjp(_gemm_conv_fwd, _gemm_conv_bwd)

@@ -45,7 +45,7 @@ class SeedCNN(nn.Module):
     """
 
     features: Sequence[int] = (32, 64)
-    conv: str = "auto"  # "auto": the GEMM convolution on CPU, XLA's elsewhere (mtl_jax.models.conv)
+    conv: str = "auto"  # "auto": the fast CPU convolution on CPU, XLA's elsewhere (mtl_jax.models.conv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
