@@ -6,13 +6,22 @@ total ``mse + 0.5 ce``, Adam. Variants are timed round-robin, one waited-for ste
 turn, and the table gives medians and ratios. PyTorch is timed when importable (it is
 never a dependency of mtl_jax; use a separate venv, see benchmarks/README.md).
 
-    python benchmarks/conv_speed.py [--samples 30]
+    python benchmarks/conv_speed.py [--samples 30] [--profile]
+
+``--profile`` also traces five fast-path steps with ``jax.profiler`` and prints the XLA
+operations that took the most time, each with the model operation it came from.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import gzip
+import json
+import re
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -27,7 +36,7 @@ from mtl_jax.weighting import static
 BATCH = 64
 
 
-def jax_step(conv: str, batch):
+def jax_step(conv: str, batch, with_compiled: bool = False):
     tasks = (mtl.regression("price"), mtl.classification("kind", 3, weight=0.5))
     model = hard_sharing(SeedCNN(conv=conv), tasks, head_hidden=(64,))
     optimizer, weighting = optax.adam(1e-3), static([1.0, 0.5])
@@ -38,7 +47,30 @@ def jax_step(conv: str, batch):
     def run():
         holder["state"], out = step(holder["state"], batch)
         jax.block_until_ready(out)
+    if with_compiled:
+        return run, step.lower(state, batch).compile().as_text()
     return run
+
+
+def profile(batch, steps: int = 5, top: int = 20) -> None:
+    """The fast path's costliest XLA operations per step, named by the model operation behind each."""
+    run, hlo = jax_step("fast", batch, with_compiled=True)
+    run()
+    origin = dict(re.findall(r'%([\w.\-]+) = .*?op_name="([^"]+)"', hlo))
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(steps):
+                run()
+        trace = next(Path(folder).rglob("*.trace.json.gz"))
+        events = json.load(gzip.open(trace))["traceEvents"]
+    spent = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event.get("name") in origin:
+            spent[event["name"]] += event["dur"]
+    print(f"fast path, costliest XLA operations (ms per step, {steps} traced steps):")
+    for name, micros in spent.most_common(top):
+        where = origin[name].replace("jit(train_step)/", "").replace("MultiTaskModel.", "")
+        print(f"  {micros / steps / 1e3:6.2f}  {name:<32} {where[:90]}")
 
 
 def torch_step(batch):
@@ -69,6 +101,7 @@ def torch_step(batch):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--profile", action="store_true", help="also print the fast path's costliest XLA ops")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     data = {"image": rng.integers(0, 255, (BATCH, 64, 64, 3), dtype=np.uint8),
@@ -96,6 +129,8 @@ def main() -> None:
     for name, median in medians.items():
         print(f"  {name:<22} {1e3 * median:7.1f} ms   {median / medians[reference]:.2f}x {reference}"
               f"   {median / medians['jax, XLA conv']:.2f}x XLA conv")
+    if args.profile:
+        profile(batch)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtl_jax.models.conv import conv_for_platform, max_pool
+from mtl_jax.models.conv import conv_for_platform
+from mtl_jax.models.conv_block import ConvReLUPool
 
 
 def as_float_image(x):
@@ -50,10 +51,8 @@ class SeedCNN(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = as_float_image(x)
-        conv_fn = conv_for_platform(self.conv)
-        for width in self.features:
-            x = nn.Conv(width, (3, 3), padding="SAME", conv_general_dilated=conv_fn)(x)
-            x = max_pool(nn.relu(x), (2, 2), fast=conv_fn is not None)
+        for i, width in enumerate(self.features):  # named as nn.Conv layers are: same parameter tree
+            x = ConvReLUPool(width, (3, 3), (2, 2), conv=self.conv, name=f"Conv_{i}")(x)
         return x
 
 
