@@ -1,6 +1,9 @@
-"""Seed CNN training step on CPU: XLA's convolution vs the fast CPU path vs PyTorch eager, in one run.
+"""Seed CNN training step on CPU: XLA's layers vs mtl_jax's CPU paths vs PyTorch eager, in one run.
 
-The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
+Variants: ``SeedCNN(conv="native")`` (XLA's convolution and ``nn.max_pool``), ``"auto"`` (the
+default: on CPU the fast max pool, and XLA's convolution when mtl_jax.cpu_flags made it
+multi-threaded, else mtl_jax's), ``"fast"`` (mtl_jax's convolution and pooling regardless).
+Run with ``MTL_JAX_KEEP_XLA_FLAGS=1`` to see the single-threaded YNNPACK convolutions. The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
 flatten, heads price (64 hidden, 1 output, MSE) and kind (64 hidden, 3 classes, CE),
 total ``mse + 0.5 ce``, Adam. Variants are timed round-robin, one waited-for step each in
 turn, and the table gives medians and ratios. PyTorch is timed when importable (it is
@@ -8,8 +11,8 @@ never a dependency of mtl_jax; use a separate venv, see benchmarks/README.md).
 
     python benchmarks/conv_speed.py [--samples 30] [--profile]
 
-``--profile`` also traces five fast-path steps with ``jax.profiler`` and prints the XLA
-operations that took the most time, each with the model operation it came from.
+``--profile`` also traces five steps of the default (``conv="auto"``) path with ``jax.profiler``
+and prints the XLA operations that took the most time, each with the model operation behind it.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import numpy as np
 import optax
 
 import mtl_jax as mtl
+from mtl_jax import cpu_flags
 from mtl_jax.data.batching import batches
 from mtl_jax.models import SeedCNN, hard_sharing
 from mtl_jax.train import create_train_state, make_train_step
@@ -53,8 +57,8 @@ def jax_step(conv: str, batch, with_compiled: bool = False):
 
 
 def profile(batch, steps: int = 5, top: int = 20) -> None:
-    """The fast path's costliest XLA operations per step, named by the model operation behind each."""
-    run, hlo = jax_step("fast", batch, with_compiled=True)
+    """The default path's costliest XLA operations per step, named by the model operation behind each."""
+    run, hlo = jax_step("auto", batch, with_compiled=True)
     run()
     origin = dict(re.findall(r'%([\w.\-]+) = .*?op_name="([^"]+)"', hlo))
     with tempfile.TemporaryDirectory() as folder:
@@ -67,7 +71,7 @@ def profile(batch, steps: int = 5, top: int = 20) -> None:
     for event in events:
         if event.get("ph") == "X" and event.get("name") in origin:
             spent[event["name"]] += event["dur"]
-    print(f"fast path, costliest XLA operations (ms per step, {steps} traced steps):")
+    print(f"auto (default) path, costliest XLA operations (ms per step, {steps} traced steps):")
     for name, micros in spent.most_common(top):
         where = origin[name].replace("jit(train_step)/", "").replace("MultiTaskModel.", "")
         print(f"  {micros / steps / 1e3:6.2f}  {name:<32} {where[:90]}")
@@ -108,7 +112,8 @@ def main() -> None:
             "price": rng.normal(size=BATCH).astype(np.float32),
             "kind": rng.integers(0, 3, BATCH).astype(np.int32)}
     batch = next(batches(data, BATCH))
-    variants = {"jax, XLA conv": jax_step("native", batch), "jax, fast conv": jax_step("fast", batch)}
+    variants = {"jax, XLA conv": jax_step("native", batch), "jax, auto (default)": jax_step("auto", batch),
+                "jax, mtl_jax conv": jax_step("fast", batch)}
     try:
         run, version = torch_step(data)
         variants[f"torch {version} eager"] = run
@@ -125,9 +130,11 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
     reference = next((n for n in medians if n.startswith("torch")), "jax, XLA conv")
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}; median of {args.samples} interleaved steps")
+    threads = "multi-threaded" if cpu_flags.cpu_convolutions_multithreaded() else "YNNPACK (one thread)"
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, XLA CPU convolutions: {threads}; "
+          f"median of {args.samples} interleaved steps")
     for name, median in medians.items():
-        print(f"  {name:<22} {1e3 * median:7.1f} ms   {median / medians[reference]:.2f}x {reference}"
+        print(f"  {name:<24} {1e3 * median:7.1f} ms   {median / medians[reference]:.2f}x {reference}"
               f"   {median / medians['jax, XLA conv']:.2f}x XLA conv")
     if args.profile:
         profile(batch)

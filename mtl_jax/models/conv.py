@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mtl_jax import cpu_flags
+
 NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 CONV_CHOICES = ("auto", "fast", "native")
 
@@ -210,12 +212,29 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
 
 
 def conv_for_platform(choice: str = "auto"):
-    """The convolution function for ``nn.Conv(conv_general_dilated=...)``; ``None`` is XLA's."""
-    if choice not in CONV_CHOICES:
-        raise ValueError(f"conv must be one of {CONV_CHOICES}, got {choice!r}")
-    if choice == "fast" or (choice == "auto" and jax.default_backend() == "cpu"):
+    """The convolution for ``nn.Conv(conv_general_dilated=...)``; ``None`` is XLA's.
+
+    ``"fast"``: this module's :func:`conv_general_dilated`; ``"native"``: XLA's; ``"auto"``:
+    this module's on a CPU whose XLA convolutions run on one thread (when
+    :mod:`mtl_jax.cpu_flags` could not switch them to XLA's multi-threaded ones), XLA's otherwise
+    (multi-threaded CPU, GPU, TPU).
+    """
+    _check_choice(choice)
+    if choice == "fast" or (choice == "auto" and jax.default_backend() == "cpu"
+                            and not cpu_flags.cpu_convolutions_multithreaded()):
         return conv_general_dilated
     return None
+
+
+def fast_pooling(choice: str = "auto") -> bool:
+    """Whether :func:`max_pool` takes its fast path: ``"fast"``, or ``"auto"`` on CPU."""
+    _check_choice(choice)
+    return choice == "fast" or (choice == "auto" and jax.default_backend() == "cpu")
+
+
+def _check_choice(choice: str) -> None:
+    if choice not in CONV_CHOICES:
+        raise ValueError(f"conv must be one of {CONV_CHOICES}, got {choice!r}")
 
 
 def max_pool(x, window: tuple[int, int], fast: bool = True):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_jax.models import conv as conv_module
-from mtl_jax.models.conv import conv_for_platform, max_pool
+from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
 
 # Images per chunk: as many as keep a chunk's full-resolution activation under this size.
 CHUNK_BYTES = 4 << 20
@@ -156,4 +156,4 @@ class ConvReLUPool(nn.Module):
             return conv_relu_pool(x, kernel, bias, self.window)
         y = (conv_fn or lax.conv_general_dilated)(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = y + bias
-        return max_pool(nn.relu(y), self.window, fast=conv_fn is not None)
+        return max_pool(nn.relu(y), self.window, fast=fast_pooling(self.conv))

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
-from mtl_jax.models.conv import conv_for_platform, max_pool
+from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
 from mtl_jax.models.heads import head_for
 from mtl_jax.models.trunks import as_float_image
 from mtl_jax.tasks import Task
@@ -50,8 +50,8 @@ class TaskAttention(nn.Module):
             attended = nn.sigmoid(nn.Conv(width, (1, 1))(hidden)) * output[stage]
             if stage + 1 < len(self.features):
                 projected = nn.Conv(self.features[stage + 1], (3, 3), padding="SAME", conv_general_dilated=conv_fn)
-                previous = max_pool(nn.relu(projected(attended)), (2, 2), fast=conv_fn is not None)
-        return max_pool(attended, (2, 2), fast=conv_fn is not None)
+                previous = max_pool(nn.relu(projected(attended)), (2, 2), fast=fast_pooling(self.conv))
+        return max_pool(attended, (2, 2), fast=fast_pooling(self.conv))
 
 
 class MTAN(Architecture):
@@ -69,7 +69,7 @@ class MTAN(Architecture):
 
     def represent(self, x, train: bool = False):
         x = as_float_image(x)
-        fast = conv_for_platform(self.conv) is not None
+        fast = fast_pooling(self.conv)
         intermediate, output = [], []
         for first, second in zip(self.first, self.second):
             u = nn.relu(first(x))

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
-from mtl_jax.models.conv import conv_for_platform, max_pool
+from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
 from mtl_jax.models.heads import head_for
 from mtl_jax.models.trunks import as_float_image
 from mtl_jax.tasks import Task
@@ -95,7 +95,7 @@ class Columns(nn.Module):
         h = nn.relu(self.stages[level](h))
         if self.layer == "conv":
             t, b = h.shape[:2]
-            pooled = max_pool(h.reshape(t * b, *h.shape[2:]), (2, 2), fast=conv_for_platform(self.conv) is not None)
+            pooled = max_pool(h.reshape(t * b, *h.shape[2:]), (2, 2), fast=fast_pooling(self.conv))
             h = pooled.reshape(t, b, *pooled.shape[1:])
         return h
 
