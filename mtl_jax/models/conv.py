@@ -1,9 +1,10 @@
 """Convolution and pooling that are fast on CPU, with the values of XLA's own.
 
 On CPU, XLA is slow at three things a small CNN spends most of its step on: max pooling's
-gradient (``select_and_scatter``: ~60-130 ms a layer in the seed CNN step), the filter
-gradient of a convolution (91 ms for the seed CNN's 32 -> 64 layer, ~4x its forward), and
-convolutions with few input channels (the RGB stem). This module provides
+gradient (``select_and_scatter``: ~60-130 ms a layer in the seed CNN step) and, with the
+one-thread YNNPACK convolutions jaxlib 0.10 uses by default, the filter gradient of a
+convolution (91 ms for the seed CNN's 32 -> 64 layer, ~4x its forward) and convolutions with
+few input channels (the RGB stem). This module provides
 
 * :func:`max_pool`: non-overlapping windows pooled as the elementwise maximum of the
   window's strided slices (one pass, fused with the ReLU before it), with a custom VJP that
@@ -28,9 +29,11 @@ convolutions with few input channels (the RGB stem). This module provides
 
   Grouped, input-dilated or other-layout convolutions are XLA's own.
 
-:func:`conv_for_platform` selects this on CPU and XLA's convolution elsewhere (GPU and TPU
-convolutions are fast); trunks take ``conv="auto" | "fast" | "native"``. Measured step times
-and ratios are in ``benchmarks/README.md``.
+:func:`conv_for_platform` picks the convolution for ``conv="auto" | "fast" | "native"`` and
+:func:`fast_pooling` the pooling: on CPU, ``"auto"`` pools with :func:`max_pool` and keeps
+XLA's convolution when :mod:`mtl_jax.cpu_flags` made XLA's CPU convolutions multi-threaded
+(then they beat this module's), this module's otherwise; GPU and TPU keep XLA's layers.
+Measured step times and ratios are in ``benchmarks/README.md``.
 """
 from __future__ import annotations
 
