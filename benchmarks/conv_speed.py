@@ -5,8 +5,8 @@ default: on CPU the fast max pool, and XLA's convolution when mtl_jax.cpu_flags 
 multi-threaded, else mtl_jax's), ``"fast"`` (mtl_jax's convolution and pooling regardless).
 Run with ``MTL_JAX_KEEP_XLA_FLAGS=1`` to see the single-threaded YNNPACK convolutions. The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
 flatten, heads price (64 hidden, 1 output, MSE) and kind (64 hidden, 3 classes, CE),
-total ``mse + 0.5 ce``, Adam. Variants are timed round-robin, one waited-for step each in
-turn, and the table gives medians and ratios. PyTorch is timed when importable (it is
+total ``mse + 0.5 ce``, Adam. Variants are timed round-robin in a shuffled order, one
+waited-for step each in turn, and the table gives medians and ratios. PyTorch is timed when importable (it is
 never a dependency of mtl_jax; use a separate venv, see benchmarks/README.md).
 
     python benchmarks/conv_speed.py [--samples 30] [--profile]
@@ -123,8 +123,10 @@ def main() -> None:
     for run in variants.values():  # warm up: compile, first allocations
         run()
         run()
-    for _ in range(args.samples):
-        for name, run in variants.items():
+    order = np.random.default_rng(1)
+    for _ in range(args.samples):  # a fresh order each round: no variant always follows the same one
+        for name in order.permutation(list(variants)):
+            run = variants[name]
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

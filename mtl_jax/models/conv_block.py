@@ -14,8 +14,10 @@ path, :func:`conv_relu_pool` runs the whole layer over chunks of images in a ``l
 The full-resolution activation ``z`` (``B x H x W x C_out``: 33 MB for the seed CNN's first
 layer) then never leaves the cache: on a CPU its round trips through memory cost more than
 the layer's arithmetic. Ties in a window share its gradient, as in :func:`conv.max_pool`.
-Measured in ``benchmarks/conv_speed.py``. Wider layers, the native path and other forms run
-the three operations one after another.
+It is used on CPU (``conv="auto"`` there, or ``"fast"``) whatever the convolution path: it beats
+XLA's multi-threaded convolution + mtl_jax's ``max_pool`` too (~38 -> ~25 ms forward and backward
+for the seed CNN's stem; measured in ``benchmarks/conv_speed.py``). Wider layers, the native
+path and other forms run the three operations one after another.
 """
 from __future__ import annotations
 
@@ -151,9 +153,9 @@ class ConvReLUPool(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        conv_fn = conv_for_platform(self.conv)
-        if conv_fn is not None and fusable(x, kernel):
+        if fast_pooling(self.conv) and fusable(x, kernel):  # "auto" on CPU, or "fast"
             return conv_relu_pool(x, kernel, bias, self.window)
+        conv_fn = conv_for_platform(self.conv)
         y = (conv_fn or lax.conv_general_dilated)(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = y + bias
         return max_pool(nn.relu(y), self.window, fast=fast_pooling(self.conv))
