@@ -155,3 +155,17 @@ def test_a_conflict_config_trains_end_to_end_at_the_parameter_level(tmp_path, da
     affinity = json.loads((tmp_path / "affinity.json").read_text())
     assert affinity["measurements"] == 2 and np.asarray(affinity["affinity"]).shape == (5, 5)
     assert (tmp_path / "gradient_conflict.png").exists() and (tmp_path / "affinity.png").exists()
+
+
+def test_the_convolution_path_is_switched_by_config():
+    from mtl_jax.models.catalog import build_model
+    from mtl_jax.tasks import classification
+
+    for path in ("auto", "fast", "native"):
+        config = load_config(SEED_CONFIG, [f"model_kwargs.conv={path}"])
+        model = build_model(config.model, (classification("kind", 3),), trunk_kwargs=dict(config.model_kwargs))
+        assert model.trunk.conv == path
+    config = load_config(SEED_CONFIG, ["model_kwargs.conv=cudnn"])
+    model = build_model(config.model, (classification("kind", 3),), trunk_kwargs=dict(config.model_kwargs))
+    with pytest.raises(ValueError, match="conv must be one of"):
+        model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
