@@ -91,6 +91,22 @@ def _patch_kernel(w):
     return jnp.transpose(w, (1, 0, 2, 3)).reshape(kw * kh * cin, cout)
 
 
+def chunking(batch: int, per_image_bytes: int, budget_bytes: int) -> tuple[int, int]:
+    """``(steps, chunk)`` for a ``lax.scan`` over chunks of images of at most ``budget_bytes``
+    each, with as few padding images (``steps * chunk - batch``) as that number of steps allows."""
+    chunk = max(1, min(batch, budget_bytes // per_image_bytes))
+    steps = -(-batch // chunk)
+    return steps, -(-batch // steps)
+
+
+def in_chunks(a, steps: int, chunk: int):
+    """``a`` as ``[steps, chunk, ...]``, padded with zero images at the end where needed."""
+    extra = steps * chunk - a.shape[0]
+    if extra:
+        a = jnp.pad(a, ((0, extra),) + ((0, 0),) * (a.ndim - 1))
+    return a.reshape(steps, chunk, *a.shape[1:])
+
+
 # Images per step of the chunked filter gradient: chunks this size keep each tap's slice of the
 # input (chunk x Ho x Wo x C_in floats) in the core's cache for its GEMM (benchmarks/conv_speed.py).
 FILTER_GRAD_CHUNK_BYTES = 1 << 20
@@ -106,14 +122,9 @@ def _filter_gradient_by_taps(x, dy, kernel_shape, strides, pads, dilation):
     """
     kh, kw, cin, cout = kernel_shape
     batch, out_h, out_w, _ = dy.shape
-    chunk = max(1, min(batch, FILTER_GRAD_CHUNK_BYTES // (out_h * out_w * cin * x.dtype.itemsize)))
-    steps = -(-batch // chunk)
-    chunk = -(-batch // steps)  # the same number of steps with the fewest padding images
-    extra = steps * chunk - batch
-    if extra:
-        x, dy = (jnp.pad(a, ((0, extra), (0, 0), (0, 0), (0, 0))) for a in (x, dy))
-    x = x.reshape(steps, chunk, *x.shape[1:])
-    dy = dy.reshape(steps, chunk * out_h * out_w, cout)
+    steps, chunk = chunking(batch, out_h * out_w * cin * x.dtype.itemsize, FILTER_GRAD_CHUNK_BYTES)
+    x = in_chunks(x, steps, chunk)
+    dy = in_chunks(dy, steps, chunk).reshape(steps, chunk * out_h * out_w, cout)
 
     def add_chunk(total, chunk_pair):
         xc, dyc = chunk_pair
@@ -267,12 +278,22 @@ def _window_max_fwd(x, window):
     return y, (x, y)
 
 
+def window_gradient(x, pooled, g, window, keep=None):
+    """The gradient of non-overlapping max pooling with respect to ``x`` (whose height and width
+    the window divides): ``g`` at every position equal to its window's maximum (and where
+    ``keep``, a boolean map like ``x``, holds), 0 elsewhere; one fused elementwise pass."""
+    b, h, w, c = x.shape
+    spread = (slice(None), slice(None), None, slice(None), None, slice(None))
+    blocks = x.reshape(b, h // window[0], window[0], w // window[1], window[1], c)
+    hit = blocks == pooled[spread]
+    if keep is not None:
+        hit = hit & keep.reshape(blocks.shape)
+    return jnp.where(hit, g[spread], 0.0).reshape(x.shape).astype(x.dtype)
+
+
 def _window_max_bwd(window, residuals, dy):
     x, y = residuals
-    b, h, w, c = x.shape
-    blocks = x.reshape(b, h // window[0], window[0], w // window[1], window[1], c)
-    hit = blocks == y[:, :, None, :, None, :]
-    return (jnp.where(hit, dy[:, :, None, :, None, :], 0.0).reshape(x.shape).astype(x.dtype),)
+    return (window_gradient(x, y, dy, window),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)

@@ -35,32 +35,6 @@ from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
 CHUNK_BYTES = 4 << 20
 
 
-def _window_view(z, window):
-    """``[B, h, wy, w, wx, C]`` over the pooled part of ``z`` (a remainder is dropped, as in VALID pooling)."""
-    b, height, width, c = z.shape
-    h, w = height // window[0], width // window[1]
-    return z[:, : h * window[0], : w * window[1]].reshape(b, h, window[0], w, window[1], c)
-
-
-def _pool(z, window):
-    z = z[:, : z.shape[1] - z.shape[1] % window[0], : z.shape[2] - z.shape[2] % window[1]]
-    return functools.reduce(jnp.maximum, [z[:, i::window[0], j::window[1]]
-                                          for i in range(window[0]) for j in range(window[1])])
-
-
-def _chunked(batch: int, per_image_bytes: int):
-    chunk = max(1, min(batch, CHUNK_BYTES // per_image_bytes))
-    steps = -(-batch // chunk)
-    return steps, -(-batch // steps)
-
-
-def _in_chunks(a, steps, chunk):
-    extra = steps * chunk - a.shape[0]
-    if extra:
-        a = jnp.pad(a, ((0, extra),) + ((0, 0),) * (a.ndim - 1))
-    return a.reshape(steps, chunk, *a.shape[1:])
-
-
 def _activation(x_chunk, kernel, bias, strides, pads, out_hw):
     kh, kw, cin, cout = kernel.shape
     patches = conv_module._patches(x_chunk, (kh, kw), strides, pads, (1, 1), out_hw).reshape(-1, kh * kw * cin)
@@ -79,12 +53,12 @@ def _out_hw(x, kernel, strides, pads):
 
 def _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window):
     out_hw = _out_hw(x, kernel, strides, pads)
-    steps, chunk = _chunked(x.shape[0], out_hw[0] * out_hw[1] * kernel.shape[-1] * 4)
+    steps, chunk = conv_module.chunking(x.shape[0], out_hw[0] * out_hw[1] * kernel.shape[-1] * 4, CHUNK_BYTES)
 
     def layer(_, x_chunk):
-        return None, _pool(_activation(x_chunk, kernel, bias, strides, pads, out_hw)[1], window)
+        return None, max_pool(_activation(x_chunk, kernel, bias, strides, pads, out_hw)[1], window)
 
-    pooled = lax.scan(layer, None, _in_chunks(x, steps, chunk))[1]
+    pooled = lax.scan(layer, None, conv_module.in_chunks(x, steps, chunk))[1]
     pooled = pooled.reshape(steps * chunk, *pooled.shape[2:])[: x.shape[0]]
     return pooled, (x, kernel, bias, pooled)
 
@@ -93,17 +67,14 @@ def _conv_relu_pool_bwd(strides, pads, window, residuals, g):
     x, kernel, bias, pooled = residuals
     kh, kw, cin, cout = kernel.shape
     out_hw = _out_hw(x, kernel, strides, pads)
-    steps, chunk = _chunked(x.shape[0], out_hw[0] * out_hw[1] * cout * 4)
+    steps, chunk = conv_module.chunking(x.shape[0], out_hw[0] * out_hw[1] * cout * 4, CHUNK_BYTES)
 
     def layer_gradient(totals, chunk_arrays):
         x_chunk, pooled_chunk, g_chunk = chunk_arrays
         patches, z = _activation(x_chunk, kernel, bias, strides, pads, out_hw)
-        windows = _window_view(z, window)
-        spread = (slice(None), slice(None), None, slice(None), None, slice(None))
-        hit = (windows == pooled_chunk[spread]) & (windows > 0)
-        _, h, _, w, _, _ = windows.shape
-        dz = jnp.where(hit, g_chunk[spread], 0.0).reshape(chunk, h * window[0], w * window[1], cout)
-        dz = jnp.pad(dz, ((0, 0), (0, z.shape[1] - dz.shape[1]), (0, z.shape[2] - dz.shape[2]), (0, 0)))
+        h, w = pooled_chunk.shape[1] * window[0], pooled_chunk.shape[2] * window[1]  # a remainder is dropped
+        dz = conv_module.window_gradient(z[:, :h, :w], pooled_chunk, g_chunk, window, keep=z[:, :h, :w] > 0)
+        dz = jnp.pad(dz, ((0, 0), (0, z.shape[1] - h), (0, z.shape[2] - w), (0, 0)))
         rows = dz.reshape(-1, cout)
         d_kernel = lax.dot_general(patches, rows, (((0,), (0,)), ((), ())))
         dx_chunk = conv_module._input_gradient(x_chunk, kernel, strides, pads, (1, 1), dz)
@@ -111,7 +82,7 @@ def _conv_relu_pool_bwd(strides, pads, window, residuals, g):
 
     zeros = (jnp.zeros((kh * kw * cin, cout), jnp.float32), jnp.zeros((cout,), jnp.float32))
     (d_kernel, d_bias), dx = lax.scan(layer_gradient, zeros, tuple(
-        _in_chunks(a, steps, chunk) for a in (x, pooled, g)))
+        conv_module.in_chunks(a, steps, chunk) for a in (x, pooled, g)))
     d_kernel = jnp.transpose(d_kernel.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
     dx = dx.reshape(steps * chunk, *x.shape[1:])[: x.shape[0]]
     return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
