@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mtl_jax.data import clicks
-from mtl_jax.data.generated import SplitsConfig, load_generated, splits_config
+from mtl_jax.data.generated import GeneratedBuilder, SplitsConfig, load_generated, splits_config
 
 
 def clicks_config(train_size: int = 30000, validation_size: int = 5000, test_size: int = 10000,
@@ -21,34 +21,20 @@ def clicks_config(train_size: int = 30000, validation_size: int = 5000, test_siz
     return splits_config("clicks", train_size, validation_size, test_size, seed)
 
 
-class Clicks(tfds.core.GeneratorBasedBuilder):
+class Clicks(GeneratedBuilder):
     """Impressions with click, conversion (observed after a click) and purchase labels."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    GENERATOR = clicks
     BUILDER_CONFIGS = [clicks_config()]
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=clicks.__doc__,
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Scalar(np.int64),
-                "fields": tfds.features.Tensor(shape=(len(clicks.FIELDS),), dtype=np.int32),
-                "click": tfds.features.Scalar(np.int32),
-                "conversion": tfds.features.Scalar(np.int32, doc="-1 where there was no click (not observed)"),
-                "purchase": tfds.features.Scalar(np.int32),
-            }),
-            supervised_keys=None,
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is generated
-        config = self.builder_config
-        return {split: self._generate_examples(n, config.seed, split) for split, n in config.sizes.items()}
-
-    def _generate_examples(self, num_examples: int, seed: int, split: str):
-        yield from clicks.generate(num_examples, seed, split)
+    def _features(self) -> tfds.features.FeaturesDict:
+        return tfds.features.FeaturesDict({
+            "id": tfds.features.Scalar(np.int64),
+            "fields": tfds.features.Tensor(shape=(len(clicks.FIELDS),), dtype=np.int32),
+            "click": tfds.features.Scalar(np.int32),
+            "conversion": tfds.features.Scalar(np.int32, doc="-1 where there was no click (not observed)"),
+            "purchase": tfds.features.Scalar(np.int32),
+        })
 
 
 def load_clicks(train_size: int = 30000, validation_size: int = 5000, test_size: int = 10000, seed: int = 0,

@@ -38,6 +38,34 @@ def splits_config(dataset: str, train_size: int, validation_size: int, test_size
                         description=f"generated {dataset} with sizes and seed as named")
 
 
+class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder whose examples come from a generator module (no download).
+
+    Subclasses set ``GENERATOR`` (a module with a docstring and
+    ``generate(num_examples, seed, split)`` yielding ``(key, example)``), ``BUILDER_CONFIGS``
+    and :meth:`_features`; the splits and sizes come from the :class:`SplitsConfig`.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    GENERATOR = None
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=self.GENERATOR.__doc__, features=self._features(),
+                                     supervised_keys=None)
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is generated
+        config = self.builder_config
+        return {split: self._generate_examples(n, config.seed, split) for split, n in config.sizes.items()}
+
+    def _generate_examples(self, num_examples: int, seed: int, split: str):
+        yield from self.GENERATOR.generate(num_examples, seed, split)
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("MTL_JAX_DATA_DIR", Path.home() / ".cache" / "mtl_jax" / "tensorflow_datasets"))
 

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mtl_jax.data import houses
-from mtl_jax.data.generated import SplitsConfig, load_generated, splits_config
+from mtl_jax.data.generated import GeneratedBuilder, SplitsConfig, load_generated, splits_config
 
 
 def houses_config(train_size: int = 3000, validation_size: int = 500, test_size: int = 1000,
@@ -22,37 +22,23 @@ def houses_config(train_size: int = 3000, validation_size: int = 500, test_size:
     return splits_config("houses", train_size, validation_size, test_size, seed)
 
 
-class Houses(tfds.core.GeneratorBasedBuilder):
+class Houses(GeneratedBuilder):
     """Procedural 64x64x3 houses with six tasks (price, kind, storeys, roof_colour, windows, parts)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    GENERATOR = houses
     BUILDER_CONFIGS = [houses_config()]
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=houses.__doc__,
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Scalar(np.int64),
-                "image": tfds.features.Tensor(shape=(houses.SIZE, houses.SIZE, 3), dtype=np.uint8),
-                "price": tfds.features.Scalar(np.float32),
-                "kind": tfds.features.ClassLabel(names=houses.KINDS),
-                "storeys": tfds.features.ClassLabel(names=("one", "two", "three")),
-                "roof_colour": tfds.features.ClassLabel(names=houses.ROOF_COLOURS),
-                "windows": tfds.features.Scalar(np.float32),
-                "parts": tfds.features.Tensor(shape=(houses.SIZE, houses.SIZE), dtype=np.uint8),
-            }),
-            supervised_keys=None,
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is generated
-        config = self.builder_config
-        return {split: self._generate_examples(n, config.seed, split) for split, n in config.sizes.items()}
-
-    def _generate_examples(self, num_examples: int, seed: int, split: str):
-        yield from houses.generate(num_examples, seed, split)
+    def _features(self) -> tfds.features.FeaturesDict:
+        return tfds.features.FeaturesDict({
+            "id": tfds.features.Scalar(np.int64),
+            "image": tfds.features.Tensor(shape=(houses.SIZE, houses.SIZE, 3), dtype=np.uint8),
+            "price": tfds.features.Scalar(np.float32),
+            "kind": tfds.features.ClassLabel(names=houses.KINDS),
+            "storeys": tfds.features.ClassLabel(names=("one", "two", "three")),
+            "roof_colour": tfds.features.ClassLabel(names=houses.ROOF_COLOURS),
+            "windows": tfds.features.Scalar(np.float32),
+            "parts": tfds.features.Tensor(shape=(houses.SIZE, houses.SIZE), dtype=np.uint8),
+        })
 
 
 def load_houses(train_size: int = 3000, validation_size: int = 500, test_size: int = 1000, seed: int = 0,
