@@ -105,6 +105,8 @@ def torch_step(batch):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="seconds idle before each timed step (libgomp and Eigen workers spin after a step)")
     parser.add_argument("--profile", action="store_true", help="also print the fast path's costliest XLA ops")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -127,6 +129,7 @@ def main() -> None:
     for _ in range(args.samples):  # a fresh order each round: no variant always follows the same one
         for name in order.permutation(list(variants)):
             run = variants[name]
+            time.sleep(args.pause)  # let the previous variant's spinning worker threads go idle
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

@@ -10,7 +10,7 @@ from jax import lax
 from mtl_jax.models import ResNet, SeedCNN
 from mtl_jax.models import conv as conv_module
 from mtl_jax import cpu_flags
-from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, fast_pooling, max_pool
+from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, fast_pooling, max_pool, relu_max_pool
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -73,6 +73,35 @@ def test_max_pool_by_reshape_equals_flax_max_pool_values_and_gradients():
     pool = lambda x, fast: jnp.sum(jnp.cos(max_pool(x, (2, 2), fast=fast)))  # noqa: E731
     np.testing.assert_allclose(max_pool(x, (2, 2)), nn.max_pool(x, (2, 2), strides=(2, 2)))
     np.testing.assert_allclose(jax.grad(pool)(x, True), jax.grad(pool)(x, False), rtol=1e-6)
+
+
+def _tied(shape, seed):
+    """Small integers: most windows hold their maximum more than once; many values are <= 0."""
+    return jnp.asarray(np.random.default_rng(seed).integers(-2, 3, shape), jnp.float32)
+
+
+@pytest.mark.parametrize("window", [(2, 2), (3, 2)])
+def test_with_ties_the_gradient_goes_where_xlas_select_and_scatter_sends_it(window):
+    x = _tied((2, 9, 8, 3), seed=4)  # 9 rows: a remainder for both windows
+    g = jnp.asarray(np.random.default_rng(5).normal(size=max_pool(x, window).shape), jnp.float32)
+    fast, native = (jax.vjp(lambda x: max_pool(x, window, fast=f), x)[1](g)[0] for f in (True, False))
+    np.testing.assert_array_equal(fast, native)
+
+
+def test_relu_max_pool_equals_max_pool_of_relu_with_ties_in_values_and_gradients():
+    y, bias = _tied((3, 8, 10, 4), seed=6), jnp.asarray([0.0, 1.0, -1.0, 0.5], jnp.float32)
+    g = jnp.asarray(np.random.default_rng(7).normal(size=(3, 4, 5, 4)), jnp.float32)
+    out, vjp = jax.vjp(lambda y, b: relu_max_pool(y, b, (2, 2)), y, bias)
+    ref_out, ref_vjp = jax.vjp(lambda y, b: nn.max_pool(nn.relu(y + b), (2, 2), strides=(2, 2)), y, bias)
+    np.testing.assert_array_equal(out, ref_out)
+    chex.assert_trees_all_close(vjp(g), ref_vjp(g), rtol=1e-6, atol=1e-6)
+
+
+def test_pooling_keeps_an_int8_window_index_not_its_float_input_for_the_gradient():
+    y = jnp.zeros((2, 8, 8, 4), jnp.float32)
+    for pool in (lambda y: max_pool(y, (2, 2)), lambda y: relu_max_pool(y, jnp.zeros(4), (2, 2))):
+        residuals = [r for r in jax.tree_util.tree_leaves(jax.vjp(pool, y)[1]) if r.shape == (2, 4, 4, 4)]
+        assert [r.dtype for r in residuals] == [jnp.int8]
 
 
 @pytest.mark.parametrize("trunk", [SeedCNN, lambda conv: ResNet((1, 1), (8, 16), conv=conv)], ids=["seed", "resnet"])

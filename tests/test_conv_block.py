@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from mtl_jax.models import conv as conv_module
 from mtl_jax.models import conv_block
 from mtl_jax.models.conv_block import ConvReLUPool, conv_relu_pool
 
@@ -59,6 +60,27 @@ def test_a_batch_the_chunk_does_not_divide_is_padded_and_cropped(monkeypatch):
     ref_value, ref_grad = value_and_grad(_reference, kernel)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [0.5, 0.0], ids=["all-tied-positive", "all-zero-after-relu"])
+def test_tied_windows_send_the_gradient_where_xla_does(bias):
+    """A zero kernel makes every conv output equal the bias: every window is a four-way tie."""
+    x, kernel, _ = _layer((2, 8, 8, 3), (3, 3, 3, 4))
+    kernel, bias = jnp.zeros_like(kernel), jnp.full((4,), bias, jnp.float32)
+    g = jnp.asarray(np.random.default_rng(8).normal(size=(2, 4, 4, 4)), jnp.float32)
+    fused = jax.vjp(lambda *a: conv_relu_pool(*a), x, kernel, bias)[1](g)
+    reference = jax.vjp(lambda *a: _reference(*a, (2, 2), (1, 1), "SAME"), x, kernel, bias)[1](g)
+    chex.assert_trees_all_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_window_patches_are_the_im2col_patches_of_each_window_position():
+    x, kernel, _ = _layer((2, 9, 7, 3), (3, 3, 3, 4))
+    pads = ((1, 1), (1, 1))
+    full = conv_module._patches(x, (3, 3), (1, 1), pads, (1, 1), (9, 7))
+    by_window = conv_block.window_patches(x, (3, 3), (1, 1), pads, (2, 2), (4, 3))
+    chex.assert_shape(by_window, (4, 2, 4, 3, 27))
+    for position, (a, b) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        np.testing.assert_array_equal(by_window[position], full[:, a:8:2, b:6:2])
 
 
 def test_the_layer_keeps_nn_convs_parameters_on_every_path():

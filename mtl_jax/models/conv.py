@@ -6,10 +6,13 @@ one-thread YNNPACK convolutions jaxlib 0.10 uses by default, the filter gradient
 convolution (91 ms for the seed CNN's 32 -> 64 layer, ~4x its forward) and convolutions with
 few input channels (the RGB stem). This module provides
 
-* :func:`max_pool`: non-overlapping windows pooled as the elementwise maximum of the
-  window's strided slices (one pass, fused with the ReLU before it), with a custom VJP that
-  routes each window's gradient to the positions equal to its maximum in one fused
-  elementwise pass (ties share it; after a ReLU, tied zeros receive none anyway);
+* :func:`max_pool` and :func:`relu_max_pool` (``max_pool(relu(y + b))``): non-overlapping
+  windows pooled by one variadic reduction over the window's strided slices (fused with the
+  ReLU and bias before it), which also writes out, as an int8 map, the first position holding
+  each window's maximum. Their custom VJPs route the gradient there, exactly where XLA's
+  ``select_and_scatter`` sends it, ties included, and keep only that int8 map for the backward
+  pass, not the float input (the 32 -> 64 layer's 16 MB conv output is freed after the
+  forward); :func:`relu_max_pool` also sums the bias gradient over the pooled map;
 * :func:`conv_general_dilated`: the signature and values of ``lax.conv_general_dilated``;
   for NHWC inputs and HWIO kernels it computes, through a ``jax.custom_vjp``:
 
@@ -78,11 +81,24 @@ def _patches(x, kernel_hw, strides, pads, dilation, out_hw):
     ones (3 ms against 16 ms for the seed CNN's RGB stem). Pair with :func:`_patch_kernel`.
     """
     x = _pad(x, pads)
-    (kh, kw), (sy, sx), (dy, dx), (out_h, out_w) = kernel_hw, strides, dilation, out_hw
-    rows = jnp.concatenate([lax.slice_in_dim(x, ky * dy, ky * dy + (out_h - 1) * sy + 1, sy, axis=1)
+    rows = row_taps(x, kernel_hw[0], 0, strides[0], out_hw[0], dilation[0])
+    return column_taps(rows, kernel_hw[1], 0, strides[1], out_hw[1], dilation[1])
+
+
+def row_taps(x_padded, kh: int, start: int, step: int, count: int, dilation: int = 1):
+    """The ``kh`` kernel rows' input rows ``start + dilation*ky + step*i`` (``i < count``),
+    concatenated along channels: ``[B, count, W, kh*C]``."""
+    return jnp.concatenate([lax.slice_in_dim(x_padded, start + ky * dilation,
+                                             start + ky * dilation + (count - 1) * step + 1, step, axis=1)
                             for ky in range(kh)], axis=-1)
-    columns = [lax.slice_in_dim(rows, kx * dx, kx * dx + (out_w - 1) * sx + 1, sx, axis=2) for kx in range(kw)]
-    return jnp.stack(columns, axis=-2).reshape(*rows.shape[:2], out_w, kw * rows.shape[-1])
+
+
+def column_taps(rows, kw: int, start: int, step: int, count: int, dilation: int = 1):
+    """The ``kw`` kernel columns' columns ``start + dilation*kx + step*j`` of :func:`row_taps`'s
+    output, as patches ``[B, H, count, kw*kh*C]`` ordered (kx, ky, c)."""
+    columns = [lax.slice_in_dim(rows, start + kx * dilation, start + kx * dilation + (count - 1) * step + 1, step,
+                                axis=2) for kx in range(kw)]
+    return jnp.stack(columns, axis=-2).reshape(*rows.shape[:2], count, kw * rows.shape[-1])
 
 
 def _patch_kernel(w):
@@ -254,46 +270,100 @@ def _check_choice(choice: str) -> None:
 def max_pool(x, window: tuple[int, int], fast: bool = True):
     """Non-overlapping max pooling (stride = window, remainder dropped as in VALID pooling).
 
-    The fast path's gradient goes to every position equal to its window's maximum (one
-    fused elementwise pass); XLA's ``select_and_scatter`` picks one of tied positions.
+    The fast path's gradient goes, like XLA's ``select_and_scatter``, to the first position
+    (row-major within the window) holding the window's maximum; it keeps only that position as
+    an int8 map instead of the input.
     """
     if not fast:
         return nn.max_pool(x, window, strides=window)
-    b, h, w, c = x.shape
-    wy, wx = window
-    return _window_max(x[:, : h - h % wy, : w - w % wx], tuple(window))
+    return _window_max(_crop(x, window), tuple(window))
+
+
+def relu_max_pool(y, bias, window: tuple[int, int]):
+    """``max_pool(relu(y + bias), window)`` on the fast path, with a custom VJP that needs neither
+    ``y`` nor the ReLU's mask: the gradient goes to the window's first maximum when that is
+    positive (as autodiff through ``relu`` and XLA's pooling routes it), and the bias gradient
+    is summed over the pooled map (``window`` times smaller than ``y``)."""
+    return _bias_relu_window_max(_crop(y, window), bias, tuple(window))
+
+
+def _crop(x, window):
+    return x[:, : x.shape[1] - x.shape[1] % window[0], : x.shape[2] - x.shape[2] % window[1]]
+
+
+def window_slices(x, window):
+    """The window's positions as ``window[0] * window[1]`` strided maps, row-major within the window."""
+    return [x[:, i::window[0], j::window[1]] for i in range(window[0]) for j in range(window[1])]
+
+
+def window_max_and_index(candidates, relu: bool = False):
+    """The elementwise maximum of ``candidates`` (one map per window position, row-major) and, as
+    int8, the first position that holds it. With ``relu``: the maximum of ``relu(candidates)``,
+    and the index ``len(candidates)`` (no position: no gradient) where that maximum is 0.
+
+    One variadic reduction over the stacked candidates, which XLA fuses with the strided slices
+    that produce them, so the index is written out as an int8 map. (Computed elementwise instead,
+    XLA recomputes it from the float input inside every gradient consumer.) For ``relu`` a zero
+    candidate goes first, so that a window without a positive value picks it.
+    """
+    n = len(candidates)
+    if relu:
+        candidates = [jnp.zeros_like(candidates[0]), *candidates]
+    stacked = jnp.stack(candidates, axis=-1)
+    order = lax.broadcasted_iota(jnp.int8, stacked.shape, stacked.ndim - 1)
+
+    def first_max(a, b):
+        (value_a, index_a), (value_b, index_b) = a, b
+        take_b = (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
+        return jnp.where(take_b, value_b, value_a), jnp.where(take_b, index_b, index_a)
+
+    init = (jnp.array(-jnp.inf, stacked.dtype), jnp.array(jnp.iinfo(jnp.int8).max, jnp.int8))
+    maximum, index = lax.reduce((stacked, order), init, first_max, (stacked.ndim - 1,))
+    if relu:  # position 0 is the zero candidate: no window position
+        index = jnp.where(index == 0, jnp.int8(n), index - jnp.int8(1))
+    return maximum, index
+
+
+def spread(index, g, window):
+    """Max pooling's input gradient: each of ``g``'s values at its window's position ``index``
+    (from :func:`window_max_and_index`), 0 elsewhere; ``[B, Hp * wy, Wp * wx, C]``, one fused pass."""
+    b, hp, wp, c = g.shape
+    positions = jnp.arange(window[0] * window[1], dtype=jnp.int8).reshape(1, 1, window[0], 1, window[1], 1)
+    hit = index[:, :, None, :, None, :] == positions
+    return jnp.where(hit, g[:, :, None, :, None, :], 0).reshape(b, hp * window[0], wp * window[1], c)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _window_max(x, window):
-    # An elementwise maximum of the window's strided slices: XLA fuses it (and the ReLU before
-    # it) into one pass, where a reshape + reduce wrote the whole map out first (~13 ms -> 1 ms
-    # on the seed CNN's first layer).
-    slices = [x[:, i::window[0], j::window[1]] for i in range(window[0]) for j in range(window[1])]
-    return functools.reduce(jnp.maximum, slices)
+    return window_max_and_index(window_slices(x, window))[0]
 
 
 def _window_max_fwd(x, window):
-    y = _window_max(x, window)
-    return y, (x, y)
+    pooled, index = window_max_and_index(window_slices(x, window))
+    return pooled, index
 
 
-def window_gradient(x, pooled, g, window, keep=None):
-    """The gradient of non-overlapping max pooling with respect to ``x`` (whose height and width
-    the window divides): ``g`` at every position equal to its window's maximum (and where
-    ``keep``, a boolean map like ``x``, holds), 0 elsewhere; one fused elementwise pass."""
-    b, h, w, c = x.shape
-    spread = (slice(None), slice(None), None, slice(None), None, slice(None))
-    blocks = x.reshape(b, h // window[0], window[0], w // window[1], window[1], c)
-    hit = blocks == pooled[spread]
-    if keep is not None:
-        hit = hit & keep.reshape(blocks.shape)
-    return jnp.where(hit, g[spread], 0.0).reshape(x.shape).astype(x.dtype)
-
-
-def _window_max_bwd(window, residuals, dy):
-    x, y = residuals
-    return (window_gradient(x, y, dy, window),)
+def _window_max_bwd(window, index, g):
+    return (spread(index, g, window),)
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bias_relu_window_max(y, bias, window):
+    return _bias_relu_window_max_fwd(y, bias, window)[0]
+
+
+def _bias_relu_window_max_fwd(y, bias, window):
+    pooled, index = window_max_and_index([s + bias for s in window_slices(y, window)], relu=True)
+    return pooled, (index, bias)
+
+
+def _bias_relu_window_max_bwd(window, residuals, g):
+    index, bias = residuals
+    d_bias = jnp.where(index < window[0] * window[1], g, 0).sum(axis=(0, 1, 2))
+    return spread(index, g, window), d_bias.astype(bias.dtype)
+
+
+_bias_relu_window_max.defvjp(_bias_relu_window_max_fwd, _bias_relu_window_max_bwd)

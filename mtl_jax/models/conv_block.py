@@ -5,19 +5,24 @@
 place of ``nn.Conv -> relu -> max_pool`` without changing a checkpoint.
 
 For narrow patches (``kh*kw*C_in <= conv.GEMM_MAX_PATCH``, e.g. the RGB stem) on the fast
-path, :func:`conv_relu_pool` runs the whole layer over chunks of images in a ``lax.scan``::
+path, :func:`conv_relu_pool` runs the whole layer over chunks of images in a ``lax.scan``, with
+the im2col patches in window-major order (:func:`window_patches`: ``P_j`` holds the patches of
+window position ``j``'s conv output pixels, so pooling is an elementwise maximum over ``j``)::
 
-    forward, per chunk:   P = im2col(x_c);  z = relu(P W + b);  out_c = max over each window of z
-    backward, per chunk:  recompute P and z;  dz = g_c at the window's maximum where z > 0;
-                          dW += P^T dz;  db += sum dz;  dx_c = conv^T(dz)
+    forward, per chunk:   z_j = P_j W + b;  out = max_j relu(z_j);  i = first j attaining it (int8)
+    backward, per chunk:  recompute P;  dz_j = g where i == j;  dW += sum_j P_j^T dz_j  (one GEMM)
+    after the scan:       db = sum of g where the window's maximum is positive
 
 The full-resolution activation ``z`` (``B x H x W x C_out``: 33 MB for the seed CNN's first
-layer) then never leaves the cache: on a CPU its round trips through memory cost more than
-the layer's arithmetic. Ties in a window share its gradient, as in :func:`conv.max_pool`.
+layer) never leaves the cache: on a CPU its round trips through memory cost more than the
+layer's arithmetic. The backward pass needs no forward GEMM (only the int8 index), conv
+outputs in a pooling remainder are never computed, and the gradient goes to the window's
+first maximum, as XLA's ``select_and_scatter`` sends it (see :func:`conv.window_max_and_index`).
 It is used on CPU (``conv="auto"`` there, or ``"fast"``) whatever the convolution path: it beats
-XLA's multi-threaded convolution + mtl_jax's ``max_pool`` too (~38 -> ~25 ms forward and backward
-for the seed CNN's stem; measured in ``benchmarks/conv_speed.py``). Wider layers, the native
-path and other forms run the three operations one after another.
+XLA's multi-threaded convolution + mtl_jax's pooling (~38 -> ~20 ms forward and backward for the
+seed CNN's stem; measured in ``benchmarks/conv_speed.py``). Wider layers run XLA's (or
+mtl_jax's) convolution and then :func:`conv.relu_max_pool`; the native path runs the three
+operations one after another.
 """
 from __future__ import annotations
 
@@ -29,17 +34,35 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_jax.models import conv as conv_module
-from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
+from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool, relu_max_pool, window_max_and_index
 
-# Images per chunk: as many as keep a chunk's full-resolution activation under this size.
-CHUNK_BYTES = 4 << 20
+# Images per chunk: as many as keep a chunk's full-resolution activation under this size
+# (8 MiB measured fastest for the seed CNN's stem in benchmarks/conv_speed.py: 4 and 16 MiB lose).
+CHUNK_BYTES = 8 << 20
 
 
-def _activation(x_chunk, kernel, bias, strides, pads, out_hw):
-    kh, kw, cin, cout = kernel.shape
-    patches = conv_module._patches(x_chunk, (kh, kw), strides, pads, (1, 1), out_hw).reshape(-1, kh * kw * cin)
-    z = jax.nn.relu((patches @ conv_module._patch_kernel(kernel)).reshape(x_chunk.shape[0], *out_hw, cout) + bias)
-    return patches, z
+def window_patches(x, kernel_hw, strides, pads, window, pooled_hw):
+    """``[wy*wx, B, Hp, Wp, kw*kh*C]``: for window position ``(a, b)`` (row-major), the im2col patch
+    of conv output pixel ``(wy*y + a, wx*x + b)`` at every pooled pixel ``(y, x)``.
+
+    Conv output row ``wy*y + a`` reads input rows ``sy*(wy*y + a) + ky``: strided slices of step
+    ``sy*wy``, two passes as in :func:`conv._patches`. Output pixels in a pooling remainder are
+    never computed. Pair with :func:`conv._patch_kernel`.
+    """
+    (kh, kw), (sy, sx), (wy, wx), (hp, wp) = kernel_hw, strides, window, pooled_hw
+    x = conv_module._pad(x, pads)
+    per_position = []
+    for a in range(wy):
+        rows = conv_module.row_taps(x, kh, sy * a, sy * wy, hp)
+        per_position += [conv_module.column_taps(rows, kw, sx * b, sx * wx, wp) for b in range(wx)]
+    return jnp.stack(per_position)
+
+
+def _shapes(x, kernel, strides, pads, window):
+    out_hw = jax.eval_shape(lambda: conv_module._native(x, kernel, strides, pads, (1, 1))).shape[1:3]
+    pooled_hw = (out_hw[0] // window[0], out_hw[1] // window[1])
+    chunks = conv_module.chunking(x.shape[0], out_hw[0] * out_hw[1] * kernel.shape[-1] * 4, CHUNK_BYTES)
+    return out_hw, pooled_hw, chunks
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -47,43 +70,42 @@ def _conv_relu_pool(x, kernel, bias, strides, pads, window):
     return _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window)[0]
 
 
-def _out_hw(x, kernel, strides, pads):
-    return jax.eval_shape(lambda: conv_module._native(x, kernel, strides, pads, (1, 1))).shape[1:3]
-
-
 def _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window):
-    out_hw = _out_hw(x, kernel, strides, pads)
-    steps, chunk = conv_module.chunking(x.shape[0], out_hw[0] * out_hw[1] * kernel.shape[-1] * 4, CHUNK_BYTES)
+    kh, kw, cin, cout = kernel.shape
+    _, pooled_hw, (steps, chunk) = _shapes(x, kernel, strides, pads, window)
 
     def layer(_, x_chunk):
-        return None, max_pool(_activation(x_chunk, kernel, bias, strides, pads, out_hw)[1], window)
+        patches = window_patches(x_chunk, (kh, kw), strides, pads, window, pooled_hw)
+        z = (patches.reshape(-1, kh * kw * cin) @ conv_module._patch_kernel(kernel)).reshape(
+            *patches.shape[:-1], cout) + bias
+        return None, window_max_and_index(list(z), relu=True)
 
-    pooled = lax.scan(layer, None, conv_module.in_chunks(x, steps, chunk))[1]
+    pooled, index = lax.scan(layer, None, conv_module.in_chunks(x, steps, chunk))[1]
     pooled = pooled.reshape(steps * chunk, *pooled.shape[2:])[: x.shape[0]]
-    return pooled, (x, kernel, bias, pooled)
+    return pooled, (x, kernel, bias, index)
 
 
 def _conv_relu_pool_bwd(strides, pads, window, residuals, g):
-    x, kernel, bias, pooled = residuals
+    x, kernel, bias, index = residuals
     kh, kw, cin, cout = kernel.shape
-    out_hw = _out_hw(x, kernel, strides, pads)
-    steps, chunk = conv_module.chunking(x.shape[0], out_hw[0] * out_hw[1] * cout * 4, CHUNK_BYTES)
+    out_hw, pooled_hw, (steps, chunk) = _shapes(x, kernel, strides, pads, window)
+    positions = jnp.arange(window[0] * window[1], dtype=jnp.int8).reshape(-1, 1, 1, 1, 1)
+    g = conv_module.in_chunks(g, steps, chunk)
 
-    def layer_gradient(totals, chunk_arrays):
-        x_chunk, pooled_chunk, g_chunk = chunk_arrays
-        patches, z = _activation(x_chunk, kernel, bias, strides, pads, out_hw)
-        h, w = pooled_chunk.shape[1] * window[0], pooled_chunk.shape[2] * window[1]  # a remainder is dropped
-        dz = conv_module.window_gradient(z[:, :h, :w], pooled_chunk, g_chunk, window, keep=z[:, :h, :w] > 0)
-        dz = jnp.pad(dz, ((0, 0), (0, z.shape[1] - h), (0, z.shape[2] - w), (0, 0)))
-        rows = dz.reshape(-1, cout)
-        d_kernel = lax.dot_general(patches, rows, (((0,), (0,)), ((), ())))
-        dx_chunk = conv_module._input_gradient(x_chunk, kernel, strides, pads, (1, 1), dz)
-        return (totals[0] + d_kernel, totals[1] + rows.sum(axis=0)), dx_chunk
+    def layer_gradient(d_kernel, chunk_arrays):
+        x_chunk, g_chunk, index_chunk = chunk_arrays
+        patches = window_patches(x_chunk, (kh, kw), strides, pads, window, pooled_hw)
+        dz = jnp.where(index_chunk[None] == positions, g_chunk[None], 0.0)  # window-major, like the patches
+        d_kernel += lax.dot_general(patches.reshape(-1, kh * kw * cin), dz.reshape(-1, cout), (((0,), (0,)), ((), ())))
+        dz_image = conv_module.spread(index_chunk, g_chunk, window)  # dropped by XLA unless dx is used
+        dz_image = jnp.pad(dz_image, ((0, 0), (0, out_hw[0] - dz_image.shape[1]), (0, out_hw[1] - dz_image.shape[2]),
+                                      (0, 0)))
+        return d_kernel, conv_module._input_gradient(x_chunk, kernel, strides, pads, (1, 1), dz_image)
 
-    zeros = (jnp.zeros((kh * kw * cin, cout), jnp.float32), jnp.zeros((cout,), jnp.float32))
-    (d_kernel, d_bias), dx = lax.scan(layer_gradient, zeros, tuple(
-        conv_module.in_chunks(a, steps, chunk) for a in (x, pooled, g)))
+    d_kernel, dx = lax.scan(layer_gradient, jnp.zeros((kh * kw * cin, cout), jnp.float32),
+                            (conv_module.in_chunks(x, steps, chunk), g, index))
     d_kernel = jnp.transpose(d_kernel.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
+    d_bias = jnp.where(index < window[0] * window[1], g, 0.0).sum(axis=(0, 1, 2, 3))
     dx = dx.reshape(steps * chunk, *x.shape[1:])[: x.shape[0]]
     return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
@@ -128,5 +150,6 @@ class ConvReLUPool(nn.Module):
             return conv_relu_pool(x, kernel, bias, self.window)
         conv_fn = conv_for_platform(self.conv)
         y = (conv_fn or lax.conv_general_dilated)(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        y = y + bias
-        return max_pool(nn.relu(y), self.window, fast=fast_pooling(self.conv))
+        if fast_pooling(self.conv):
+            return relu_max_pool(y, bias, self.window)
+        return max_pool(nn.relu(y + bias), self.window, fast=False)
