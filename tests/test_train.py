@@ -117,6 +117,22 @@ def test_non_finite_loss_stops_training_and_names_the_task():
         mtl.fit(hard_sharing(MLP((8,)), broken), broken, data, epochs=1, input_key="x", progress=False)
 
 
+def test_a_non_finite_step_leaves_parameters_moments_and_weighting_state_bit_for_bit():
+    data = toy_regression_classification(16)
+    opt, weighting = optax.adam(1e-2), mtl.weighting.uncertainty(["regression", "classification"])
+    state = create_train_state(MODEL, TASKS, opt, weighting, data["x"][:4], seed=0)
+    step = make_train_step(MODEL, TASKS, opt, weighting, "x")
+    state, _ = step(state, next(batches(data, 16)))  # moments and weighting state no longer at their init
+    before = jax.tree.map(np.array, (state.params, state.opt_state, state.weighting_state))
+    bad = dict(next(batches(data, 16)), x=jnp.full_like(data["x"][:16], jnp.nan))
+    state, out = step(state, bad)
+    assert not bool(out["finite"]) and int(state.step) == 2
+    chex.assert_trees_all_equal((state.params, state.opt_state, state.weighting_state), before)
+    state, out = step(state, next(batches(data, 16)))
+    assert bool(out["finite"])
+    assert not np.array_equal(np.asarray(jax.tree.leaves(state.params)[0]), jax.tree.leaves(before[0])[0])
+
+
 def test_fit_continues_from_a_given_state():
     data = toy_regression_classification(32)
     state, _ = _fit(data, epochs=1)

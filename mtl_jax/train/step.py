@@ -86,12 +86,19 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
             grads = jax.tree.map(jnp.add, grads, penalty_grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        updated = (optax.apply_updates(state.params, updates), opt_state, weighting_state)
+
+        def apply_update(_):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), opt_state, weighting_state
+
+        def keep_state(_):
+            return state.params, state.opt_state, state.weighting_state
+
         # A non-finite step changes nothing but the step count: the loop raises or skips it.
-        params, opt_state, weighting_state = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), updated,
-            (state.params, state.opt_state, state.weighting_state))
+        # A cond rather than a select per leaf: the update then writes the donated buffers in
+        # place, where the select kept old and new copies of every parameter and moment alive
+        # (measured: the seed CNN step on CPU ~7-9% faster; benchmarks/README.md).
+        params, opt_state, weighting_state = jax.lax.cond(finite, apply_update, keep_state, None)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   weighting_state=weighting_state)
         outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,
