@@ -18,11 +18,14 @@ layer) never leaves the cache: on a CPU its round trips through memory cost more
 layer's arithmetic. The backward pass needs no forward GEMM (only the int8 index), conv
 outputs in a pooling remainder are never computed, and the gradient goes to the window's
 first maximum, as XLA's ``select_and_scatter`` sends it (see :func:`conv.window_max_and_index`).
-It is used on CPU (``conv="auto"`` there, or ``"fast"``) whatever the convolution path: it beats
-XLA's multi-threaded convolution + mtl_jax's pooling (~38 -> ~20 ms forward and backward for the
-seed CNN's stem; measured in ``benchmarks/conv_speed.py``). Wider layers run XLA's (or
-mtl_jax's) convolution and then :func:`conv.relu_max_pool`; the native path runs the three
-operations one after another.
+It is used wherever the layer runs mtl_jax's convolutions (``conv="fast"``, or ``"auto"`` on a
+CPU whose XLA convolutions are single-threaded): there it beats mtl_jax's im2col convolution +
+:func:`conv.relu_max_pool` (the seed CNN step ~5% faster). Next to XLA's multi-threaded
+convolutions it loses: XLA's convolution + :func:`conv.relu_max_pool` made the whole step ~12%
+faster (measured in one process, both orders), although on its own the fused layer is the faster
+one (~20 against ~35 ms forward and backward): inside the step, XLA's thunk executor runs other
+work alongside the unfused layer's operations, not alongside the chunk loop. Wider layers run the convolution and then
+:func:`conv.relu_max_pool`; the native path runs the three operations one after another.
 """
 from __future__ import annotations
 
@@ -146,9 +149,9 @@ class ConvReLUPool(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        if fast_pooling(self.conv) and fusable(x, kernel):  # "auto" on CPU, or "fast"
-            return conv_relu_pool(x, kernel, bias, self.window)
         conv_fn = conv_for_platform(self.conv)
+        if conv_fn is not None and fusable(x, kernel):  # mtl_jax's convolutions: fuse the narrow layer
+            return conv_relu_pool(x, kernel, bias, self.window)
         y = (conv_fn or lax.conv_general_dilated)(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if fast_pooling(self.conv):
             return relu_max_pool(y, bias, self.window)
