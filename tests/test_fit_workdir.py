@@ -63,6 +63,17 @@ def test_checkpoints_at_every_n_steps_and_epoch_ends(finished_run):
     assert int(state.step) == 15
 
 
+def test_a_relative_workdir_saves_and_resumes_like_an_absolute_one(finished_run, tmp_path, monkeypatch):
+    """orbax refuses relative checkpoint paths; `make demo` passes one (runs/seed_cnn)."""
+    monkeypatch.chdir(tmp_path)
+    state, history = _fit("runs/relative")
+    chex.assert_trees_all_equal(_host(state), finished_run[1])
+    assert Checkpointer("runs/relative").steps() == [3, 5, 6, 9, 10, 12, 15]
+    assert (tmp_path / "runs/relative/best").is_dir()
+    _, resumed = _fit("runs/relative", resume=True, epochs=4)
+    assert resumed["epoch"] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("checkpoint", [6, 10])  # mid-epoch (outputs of the epoch so far saved) and epoch end
 def test_resuming_reproduces_the_uninterrupted_run_bitwise(finished_run, tmp_path, checkpoint):
     workdir, expected, history = finished_run

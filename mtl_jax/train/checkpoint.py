@@ -71,7 +71,7 @@ class Checkpointer:
     def __init__(self, workdir: str | Path, keep: int = 3):
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
         self.latest = _manager(self.workdir / LATEST_DIR, keep)
         self.best = _manager(self.workdir / BEST_DIR, 1)
 
