@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from mtl_jax import cpu_flags
 from mtl_jax.models import conv as conv_module
 from mtl_jax.models import conv_block
 from mtl_jax.models.conv_block import ConvReLUPool, conv_relu_pool
@@ -92,6 +93,15 @@ def test_the_layer_keeps_nn_convs_parameters_on_every_path():
         chex.assert_trees_all_equal(params, conv_params)
         reference = nn.max_pool(nn.relu(nn.Conv(4, (3, 3)).apply(conv_params, x)), (2, 2), strides=(2, 2))
         np.testing.assert_allclose(layer.apply(params, x), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_fuses_the_stem_only_with_mtl_jaxs_convolutions():
+    """Next to XLA's multi-threaded convolutions the unfused stem made the whole step faster."""
+    x = jnp.zeros((2, 8, 8, 3))
+    params = ConvReLUPool(4).init(jax.random.PRNGKey(0), x)
+    text = jax.jit(lambda p: ConvReLUPool(4, conv="auto").apply(p, x)).lower(params).as_text()
+    assert ("while" in text) == (not cpu_flags.cpu_convolutions_multithreaded())
+    assert ("convolution" in text) == cpu_flags.cpu_convolutions_multithreaded()
 
 
 def test_the_fast_path_fuses_narrow_layers_only():
