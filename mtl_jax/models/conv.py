@@ -360,10 +360,15 @@ def _bias_relu_window_max_fwd(y, bias, window):
     return pooled, (index, bias)
 
 
+def pooled_bias_gradient(index, g, window):
+    """The bias gradient of ``max_pool(relu(y + bias))``: ``g`` summed over the windows whose
+    maximum is positive (``index`` from :func:`window_max_and_index` with ``relu``), per channel."""
+    return jnp.where(index < window[0] * window[1], g, 0).reshape(-1, g.shape[-1]).sum(axis=0)
+
+
 def _bias_relu_window_max_bwd(window, residuals, g):
     index, bias = residuals
-    d_bias = jnp.where(index < window[0] * window[1], g, 0).sum(axis=(0, 1, 2))
-    return spread(index, g, window), d_bias.astype(bias.dtype)
+    return spread(index, g, window), pooled_bias_gradient(index, g, window).astype(bias.dtype)
 
 
 _bias_relu_window_max.defvjp(_bias_relu_window_max_fwd, _bias_relu_window_max_bwd)

@@ -23,9 +23,10 @@ CPU whose XLA convolutions are single-threaded): there it beats mtl_jax's im2col
 :func:`conv.relu_max_pool` (the seed CNN step ~5% faster). Next to XLA's multi-threaded
 convolutions it loses: XLA's convolution + :func:`conv.relu_max_pool` made the whole step ~12%
 faster (measured in one process, both orders), although on its own the fused layer is the faster
-one (~20 against ~35 ms forward and backward): inside the step, XLA's thunk executor runs other
-work alongside the unfused layer's operations, not alongside the chunk loop. Wider layers run the convolution and then
-:func:`conv.relu_max_pool`; the native path runs the three operations one after another.
+one (~20 against ~35 ms forward and backward; inside the step XLA can run other work alongside
+the unfused layer's operations, not alongside the chunk loop, the likely reason). Wider layers run
+the convolution and then :func:`conv.relu_max_pool`; the native path runs the three operations
+one after another.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def _conv_relu_pool_bwd(strides, pads, window, residuals, g):
     d_kernel, dx = lax.scan(layer_gradient, jnp.zeros((kh * kw * cin, cout), jnp.float32),
                             (conv_module.in_chunks(x, steps, chunk), g, index))
     d_kernel = jnp.transpose(d_kernel.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
-    d_bias = jnp.where(index < window[0] * window[1], g, 0.0).sum(axis=(0, 1, 2, 3))
+    d_bias = conv_module.pooled_bias_gradient(index, g, window)
     dx = dx.reshape(steps * chunk, *x.shape[1:])[: x.shape[0]]
     return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
