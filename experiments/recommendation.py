@@ -29,7 +29,7 @@ ARCHITECTURES = ("hard", "mmoe", "ple")
 def mean_gates(workdir: Path, data_dir: str | None = None) -> dict[str, list[float]]:
     """Each task's gate weights averaged over the test split (best checkpoint)."""
     experiment = load_run(workdir, data_dir)
-    _, params = restore_params(experiment, workdir, "best")
+    params = restore_params(experiment, workdir, "best").params
     inputs = experiment.data["test"][experiment.spec.input_key]
     gates = jax.device_get(gate_weights(experiment.model, params, inputs))
     return {name[len("gate_"):]: np.asarray(value, np.float64).mean(axis=0).round(3).tolist()

@@ -37,12 +37,30 @@ def _input_keys(input_key: InputKey) -> tuple[str, ...]:
     return (input_key,) if isinstance(input_key, str) else tuple(input_key)
 
 
+def check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as an int, refusing floats, bools and strings (``epochs=1.5`` is a mistake, not 2
+    epochs) and values below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_numeric(name: str, array: np.ndarray, where: str = "data") -> None:
+    """Arrays the model or a loss reads must hold numbers, not strings or Python objects."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{where}: {name!r} holds {array.dtype} values ({array.dtype.kind!r} kind); "
+                         "convert it to a numeric array (float or integer) first")
+
+
 def check_inputs(arrays: Mapping[str, Any], input_key: InputKey, where: str = "data") -> None:
-    """The input keys are present and floating-point inputs are finite."""
+    """The input keys are present, numeric, and finite where floating-point."""
     for key in _input_keys(input_key):
         if key not in arrays:
             raise KeyError(f"{where}: input key {key!r} missing; keys seen: {sorted(arrays)}")
         x = np.asarray(arrays[key])
+        check_numeric(f"input {key}", x, where)
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
             raise ValueError(f"{where}: input {key!r} has non-finite values in {bad} example(s)")
@@ -69,6 +87,7 @@ def check_targets(tasks: Sequence[Task], arrays: Mapping[str, Any], where: str =
             raise KeyError(f"{where}: task {task.name!r} needs target key {key!r}, which is missing; "
                            f"keys seen: {sorted(k for k in arrays if k != EXAMPLE_MASK_KEY)}")
         target = np.asarray(arrays[key])
+        check_numeric(f"target {key}", target, where)
         expected = _expected_target_shape(task, target)
         if expected is not None:
             raise ValueError(f"{where}: task {task.name!r} ({task.kind}) expects target {key!r} of shape "

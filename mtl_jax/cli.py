@@ -6,8 +6,9 @@
     mtl-jax list
 
 Errors in the user's input (bad config, unknown name, unwritable or occupied workdir,
+a workdir another process is writing to, a checkpoint that does not fit or is damaged,
 non-finite loss) print one line ``mtl-jax: error: ...`` and exit with status 2;
-``MTL_JAX_DEBUG=1`` shows the traceback instead.
+``--debug`` (or ``MTL_JAX_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileExistsError, FileNotFoundErr
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtl-jax", description="Multi-task learning experiments in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
     train.add_argument("--config", required=True, help="Python file with get_config()")
@@ -80,10 +82,11 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         code = run(argv)
     except USER_ERRORS as error:
-        if os.environ.get("MTL_JAX_DEBUG"):
+        if os.environ.get("MTL_JAX_DEBUG") or "--debug" in argv:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mtl-jax: error: {message}", file=sys.stderr)

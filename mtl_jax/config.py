@@ -19,8 +19,6 @@ from typing import Sequence
 
 import ml_collections
 
-from mtl_jax.files import write_json
-
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
 OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "architecture_kwargs", "weighting_kwargs", "aggregator_kwargs")
@@ -76,6 +74,18 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+class ConfigFileError(ValueError):
+    """A config file that does not run: its syntax error or exception, with the file named."""
+
+    def __init__(self, path: Path, error: BaseException):
+        where = ""
+        if isinstance(error, SyntaxError) and error.lineno:
+            other = error.filename and Path(error.filename).resolve() != path.resolve()
+            where = f" ({error.filename}, line {error.lineno})" if other else f", line {error.lineno}"
+        message = error.msg if isinstance(error, SyntaxError) else str(error)
+        super().__init__(f"config file {str(path)!r}{where}: {type(error).__name__}: {message}")
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Runs ``get_config()`` from the file at ``path`` and applies ``key=value`` overrides."""
     path = Path(path)
@@ -86,11 +96,14 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     sys.path.insert(0, str(path.resolve().parent))  # configs may import shared bases beside them
     try:
         spec.loader.exec_module(module)
+        get_config = getattr(module, "get_config", None)
+        config = get_config() if callable(get_config) else None
+    except Exception as error:  # noqa: BLE001 - whatever the user's file raises is reported as its error
+        raise ConfigFileError(path, error) from error
     finally:
         sys.path.remove(str(path.resolve().parent))
-    if not hasattr(module, "get_config"):
+    if not callable(get_config):
         raise ValueError(f"config file {str(path)!r} defines no get_config()")
-    config = module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     return apply_overrides(config, overrides)
@@ -129,10 +142,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         except TypeError as error:
             raise TypeError(f"override {key}={text!r}: {error}") from error
     return config
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    write_json(Path(workdir) / CONFIG_FILE, config.to_dict())
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, NamedTuple
 
 import jax
 import ml_collections
@@ -23,7 +23,8 @@ import numpy as np
 import mtl_jax.models.catalog  # noqa: F401 - registers the trunks
 import mtl_jax.train.optim  # noqa: F401 - registers optimizers and schedules
 import mtl_jax.weighting  # noqa: F401 - registers the weighting methods
-from mtl_jax.config import config_changes, read_config, save_config
+from mtl_jax import checks
+from mtl_jax.config import CONFIG_FILE, config_changes, read_config
 from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import NO_TRUNK, build_model
@@ -32,9 +33,10 @@ from mtl_jax.aggregation import aggregated
 from mtl_jax.weighting.base import at_level, observed
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.train.checkpoint import Checkpointer, saved_steps
-from mtl_jax.files import write_json
-from mtl_jax.train.loop import check_writable, evaluate, fit, predict
+from mtl_jax.files import atomic_write, write_json
+from mtl_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
+from mtl_jax.train.loop import evaluate, fit, predict, previous_run
+from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.train.optim import make_optimizer
 from mtl_jax.train.state import create_train_state
 from mtl_jax.weighting.log_losses import log_losses
@@ -69,6 +71,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     penalty = make_penalty(config.penalty, config.penalty_weight)
     if config.aggregator != "none":
         AGGREGATORS.get(config.aggregator)
+    check_config_counts(config)
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=spec.output_size, architecture=config.architecture,
@@ -85,6 +88,17 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
                                aggregator_kwargs=dict(config.aggregator_kwargs), level=config.gradient_level,
                                diagnostics=config.gradient_diagnostics)
     return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting, penalty)
+
+
+COUNT_FIELDS = {"epochs": 0, "batch_size": 1, "eval_batch_size": 1, "seed": 0, "keep_checkpoints": 1,
+                "eval_every_steps": 0, "log_every_steps": 0, "checkpoint_every_steps": 0, "warmup_steps": 0,
+                "early_stopping_patience": 0, "affinity_every_steps": 0}
+
+
+def check_config_counts(config: ml_collections.ConfigDict) -> None:
+    """Whole-number fields are whole numbers in range (before any data are loaded)."""
+    for name, minimum in COUNT_FIELDS.items():
+        checks.check_count(name, config[name], minimum)
 
 
 def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_per_epoch: int,
@@ -117,65 +131,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     """Trains as configured into ``workdir`` (or resumes it) and returns the test results.
 
     Returns and writes ``results.json``: ``{"final": test metrics of the last state,
-    "best": test metrics of the best checkpoint (when best_metric is set), "best_step",
-    "epochs_run", "stopped_early", "skipped_steps"}``.
+    "best": test metrics of the best checkpoint (when best_metric is set; None with a
+    ``"best_note"`` when no best checkpoint was saved), "best_step", "epochs_run",
+    "stopped_early", "skipped_steps"}``. The config is written to ``config.json`` only once
+    the run is validated; a refused run leaves the workdir as it was.
     """
-    workdir = check_writable(workdir)
-    saved_config = workdir / "config.json"
-    if resume and saved_config.exists():
-        changes = config_changes(read_config(workdir), config)
-        if changes:
-            warnings.warn(f"resuming {str(workdir)!r} with a changed config: {'; '.join(changes)}", stacklevel=2)
-    elif not resume and saved_steps(workdir):
-        raise FileExistsError(f"workdir {str(workdir)!r} already holds a run; pass --resume to continue it "
-                              "or choose another --workdir")
-    experiment = build(config, data_dir)
-    save_config(config, workdir)
-    c = config
-    result = fit(experiment.model, experiment.tasks, experiment.data["train"],
-                 validation=experiment.data.get("validation"), epochs=c.epochs, batch_size=c.batch_size,
-                 optimizer=experiment.optimizer, weighting=experiment.weighting, seed=c.seed,
-                 input_key=experiment.spec.input_key, eval_batch_size=c.eval_batch_size, progress=progress,
-                 workdir=workdir, resume=resume, checkpoint_every_steps=c.checkpoint_every_steps,
-                 keep_checkpoints=c.keep_checkpoints, best_metric=c.best_metric or None,
-                 early_stopping_patience=c.early_stopping_patience, min_delta=c.min_delta,
-                 eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
-                 learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard,
-                 affinity_every_steps=c.affinity_every_steps,
-                 affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty)
-    test = experiment.data.get("test")
-    results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
-                               "stopped_early": len(result.history["epoch"]) < c.epochs,
-                               "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
-    if test is not None:
-        evaluate_with = lambda params: evaluate(experiment.model, experiment.tasks, params, test,  # noqa: E731
-                                                c.eval_batch_size, experiment.spec.input_key)
-        results["final"] = evaluate_with(result.state.params)
-        if c.best_metric:
-            best_step, params = restore_params(experiment, workdir, "best")
-            results["best_step"], results["best"] = best_step, evaluate_with(params)
-    write_json(workdir / RESULTS_FILE, results)
-    return results
+    with workdir_lock(workdir) as workdir:
+        if resume and (workdir / CONFIG_FILE).exists():
+            changes = config_changes(read_config(workdir), config)
+            if changes:
+                warnings.warn(f"resuming {str(workdir)!r} with a changed config: {'; '.join(changes)}",
+                              stacklevel=2)
+        elif not resume and previous_run(workdir):
+            raise FileExistsError(f"workdir {str(workdir)!r} already holds a run ({previous_run(workdir)}); pass "
+                                  "--resume to continue it or choose another --workdir")
+        experiment = build(config, data_dir)
+        c = config
+        result = fit(experiment.model, experiment.tasks, experiment.data["train"],
+                     validation=experiment.data.get("validation"), epochs=c.epochs, batch_size=c.batch_size,
+                     optimizer=experiment.optimizer, weighting=experiment.weighting, seed=c.seed,
+                     input_key=experiment.spec.input_key, eval_batch_size=c.eval_batch_size, progress=progress,
+                     workdir=workdir, resume=resume, checkpoint_every_steps=c.checkpoint_every_steps,
+                     keep_checkpoints=c.keep_checkpoints, best_metric=c.best_metric or None,
+                     early_stopping_patience=c.early_stopping_patience, min_delta=c.min_delta,
+                     eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
+                     learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard,
+                     affinity_every_steps=c.affinity_every_steps,
+                     affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty,
+                     run_files={CONFIG_FILE: config.to_dict()})
+        test = experiment.data.get("test")
+        results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
+                                   "stopped_early": len(result.history["epoch"]) < c.epochs,
+                                   "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
+        if test is not None:
+            evaluate_with = lambda params: evaluate(experiment.model, experiment.tasks, params, test,  # noqa: E731
+                                                    c.eval_batch_size, experiment.spec.input_key)
+            results["final"] = evaluate_with(result.state.params)
+            if c.best_metric:
+                best = restore_params(experiment, workdir, "best")
+                if best.checkpoint == "best":
+                    results["best_step"], results["best"] = best.step, evaluate_with(best.params)
+                else:
+                    results["best_step"], results["best"] = None, None
+                    results["best_note"] = (f"no best checkpoint was saved: validation {c.best_metric} never "
+                                            "gave a finite value")
+        write_json(workdir / RESULTS_FILE, results)
+        return results
 
 
-def restore_params(experiment: Experiment, workdir: str | Path, which: Which = "best") -> tuple[int, Any]:
-    """``(step, params)`` of the best or latest checkpoint in ``workdir``."""
+class CheckpointParams(NamedTuple):
+    step: int
+    params: Any
+    checkpoint: Which  # the checkpoint they came from: "best", or "latest" when no best one was saved
+
+
+def restore_params(experiment: Experiment, workdir: str | Path, which: Which = "best") -> CheckpointParams:
+    """The parameters of the best (the latest when no best one was saved) or latest checkpoint.
+
+    Reads only: nothing in the workdir is created, moved or deleted. A damaged best checkpoint
+    raises :class:`~mtl_jax.train.checkpoint.UnreadableCheckpoint` (the latest can still be
+    asked for); a damaged latest one is skipped with a warning for the one before it.
+    """
     if which not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
     example = np.asarray(experiment.data["train"][experiment.spec.input_key][:1])
     abstract = jax.eval_shape(lambda: create_train_state(experiment.model, experiment.tasks, experiment.optimizer,
                                                          experiment.weighting, example, experiment.config.seed))
-    checkpointer = Checkpointer(workdir)
+    checkpointer = Checkpointer(workdir, read_only=True)
     try:
-        restored = checkpointer.restore_best(abstract) if which == "best" else \
-            checkpointer.restore_latest(abstract, None)
-        if restored is None and which == "best":
-            restored = checkpointer.restore_latest(abstract, None)
+        restored, used = None, which
+        if which == "best":
+            try:
+                restored = checkpointer.restore_best(abstract)
+            except UnreadableCheckpoint as error:
+                raise UnreadableCheckpoint(f"{error}; the latest checkpoint can be used instead "
+                                           "(--checkpoint latest)") from None
+        if restored is None:
+            restored, used = checkpointer.restore_latest(abstract, None), "latest"
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {str(workdir)!r}")
-    return restored.step, restored.state.params
+        raise FileNotFoundError(f"no readable checkpoint in {str(workdir)!r}")
+    return CheckpointParams(restored.step, restored.state.params, used)
 
 
 def load_run(workdir: str | Path, data_dir: str | Path | None = None) -> Experiment:
@@ -185,14 +222,16 @@ def load_run(workdir: str | Path, data_dir: str | Path | None = None) -> Experim
 
 def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best",
                  data_dir: str | Path | None = None) -> dict[str, float]:
-    """Metrics of a workdir's best (or latest) checkpoint on a split; writes ``eval_<split>.json``."""
+    """Metrics of a workdir's best (or latest) checkpoint on a split; writes ``eval_<split>.json``
+    (naming the checkpoint used). Nothing else in the workdir changes."""
     experiment = load_run(workdir, data_dir)
     if split not in experiment.data:
         raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
-    step, params = restore_params(experiment, workdir, which)
-    metrics = evaluate(experiment.model, experiment.tasks, params, experiment.data[split],
+    restored = restore_params(experiment, workdir, which)
+    metrics = evaluate(experiment.model, experiment.tasks, restored.params, experiment.data[split],
                        experiment.config.eval_batch_size, experiment.spec.input_key)
-    write_json(Path(workdir) / f"eval_{split}.json", {"checkpoint": which, "step": step, "metrics": metrics})
+    write_json(Path(workdir) / f"eval_{split}.json",
+               {"checkpoint": restored.checkpoint, "step": restored.step, "metrics": metrics})
     return metrics
 
 
@@ -216,6 +255,32 @@ def prediction_columns(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return columns
 
 
+def load_inputs(path: str | Path, input_key: str, expected: tuple[int, ...]) -> np.ndarray:
+    """The inputs in an ``.npy`` file (or under ``input_key`` in an ``.npz``), checked against the
+    shape of one example the model was trained on."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"inputs file {str(path)!r} does not exist") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"inputs file {str(path)!r} is not a NumPy .npy or .npz file ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if input_key not in loaded.files:
+                raise KeyError(f"inputs file {str(path)!r} has no array {input_key!r}; it holds {loaded.files}")
+            array = loaded[input_key]
+    else:
+        array = loaded
+    if array.ndim == 0 or len(array) == 0:
+        raise ValueError(f"inputs file {str(path)!r} holds no examples (shape {array.shape})")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(f"inputs file {str(path)!r} holds {array.dtype} values; the model takes numbers")
+    if tuple(array.shape[1:]) != tuple(expected):
+        raise ValueError(f"inputs file {str(path)!r} has shape {array.shape}; the model expects "
+                         f"(N, {', '.join(map(str, expected))})")
+    return array
+
+
 def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test", inputs: str | Path | None = None,
                 which: Which = "best", data_dir: str | Path | None = None) -> Path:
     """Writes per-task predictions for a split (or an ``.npy``/``.npz`` of inputs) to CSV or NPZ."""
@@ -223,26 +288,25 @@ def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test",
     if output.suffix not in (".csv", ".npz"):
         raise ValueError(f"predictions are written as .csv or .npz, not {output.name!r}")
     experiment = load_run(workdir, data_dir)
+    key = experiment.spec.input_key
     if inputs is not None:
-        loaded = np.load(inputs)
-        array = loaded[experiment.spec.input_key] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+        array = load_inputs(inputs, key, np.shape(experiment.data["train"][key])[1:])
     else:
         if split not in experiment.data:
             raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
-        array = experiment.data[split][experiment.spec.input_key]
-    _, params = restore_params(experiment, workdir, which)
+        array = experiment.data[split][key]
+    params = restore_params(experiment, workdir, which).params
     outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     if output.suffix == ".npz":
         flat = {f"{t}/{k}": v for t, out in outputs.items()
                 for k, v in (out.items() if isinstance(out, Mapping) else [("values", out)])}
-        with open(tmp, "wb") as f:
-            np.savez(f, **flat)
+        with atomic_write(output, "wb") as file:
+            np.savez(file, **flat)
     else:
         columns = prediction_columns(outputs)
         names = list(columns)
         table = np.column_stack([np.arange(len(array)), *[columns[n] for n in names]])
-        np.savetxt(tmp, table, delimiter=",", header=",".join(["index", *names]), comments="", fmt="%.7g")
-    tmp.replace(output)
+        with atomic_write(output, "wb") as file:
+            np.savetxt(file, table, delimiter=",", header=",".join(["index", *names]), comments="", fmt="%.7g")
     return output

@@ -1,14 +1,37 @@
-"""Writing result files so that readers never see half of one: write a temporary file, then rename."""
+"""Writing result files so that readers never see half of one: write a temporary file, then rename.
+
+The temporary file's name is unique (process id and a random part), so two writers of one
+path never share it: the last rename wins and neither can truncate the other's file.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Yields a file to write ``path``'s new content into; renames it over ``path`` on success.
+
+    On an error the temporary file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, value) -> None:
     """Writes ``value`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=list))
-    os.replace(tmp, path)
+    with atomic_write(path) as file:
+        file.write(json.dumps(value, indent=1, default=list))

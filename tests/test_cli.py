@@ -85,7 +85,7 @@ def test_user_errors_are_one_clear_line(trained, data_dir, tmp_path):
     cases = [
         (["train", "--config", CONFIG, "--set", "epoch=3", "--workdir", tmp_path / "a"], "unknown config key 'epoch'"),
         (["train", "--config", CONFIG, "--set", "model=vgg", "--workdir", tmp_path / "b"], "unknown model 'vgg'"),
-        (["train", "--config", CONFIG, *TINY, "--workdir", trained], "already holds a run; pass --resume"),
+        (["train", "--config", CONFIG, *TINY, "--workdir", trained], "pass --resume to continue it"),
         (["train", "--config", CONFIG, *TINY, "--set", "head_hidden=(32,)", "--workdir", trained, "--resume"],
          "cannot resume"),
         (["eval", "--workdir", tmp_path / "none"], "a workdir made by 'mtl-jax train'"),
@@ -129,7 +129,7 @@ def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_p
     assert read_rows(broken / "metrics.jsonl") == read_rows(whole / "metrics.jsonl")
     experiment = load_run(whole)
     for which in ("latest", "best"):
-        step_a, params_a = restore_params(experiment, whole, which)
-        step_b, params_b = restore_params(experiment, broken, which)
+        step_a, params_a, _ = restore_params(experiment, whole, which)
+        step_b, params_b, _ = restore_params(experiment, broken, which)
         assert step_a == step_b
         chex.assert_trees_all_equal(params_a, params_b)

@@ -120,7 +120,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(finished_r
 def test_the_best_checkpoint_is_the_best_validation_epoch(finished_run):
     workdir, _, history = finished_run
     best_epoch = int(np.argmin(history["validation/y/rmse"]))
-    assert Checkpointer(workdir).best.all_steps() == [5 * (best_epoch + 1)]
+    assert Checkpointer(workdir).best_steps() == [5 * (best_epoch + 1)]
 
 
 def test_logs_and_plots_are_written(finished_run):

@@ -51,10 +51,15 @@ def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
 
 def batches(arrays: Arrays, batch_size: int, *, seed: int | None = None, epoch: int = 0,
             start_step: int = 0) -> Iterator[dict]:
-    """Yields padded batches of ``batch_size`` rows with a ``_valid`` mask, from ``start_step`` on."""
+    """Yields padded batches of ``batch_size`` rows with a ``_valid`` mask, from ``start_step`` on.
+
+    A ``batch_size`` larger than the dataset is clamped to its size: padding to it would only
+    spend memory on masked copies.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = num_examples(arrays)
+    batch_size = max(1, min(batch_size, n))
     order = epoch_order(n, seed, epoch)
     for start in range(start_step * batch_size, n, batch_size):
         index = order[start:start + batch_size]

@@ -13,14 +13,26 @@ saved mid-epoch, ``epoch_outputs`` (the statistics of the epoch's steps so far, 
 epoch's metrics are exact after a resume). The data position is ``(epoch, step_in_epoch)``:
 batch order is a pure function of the seed and the epoch (:mod:`mtl_jax.data.batching`).
 
-orbax writes a step into a temporary folder and renames it when complete, so a process
-killed during a save leaves only a temporary folder, which is ignored. A checkpoint that
-is present but unreadable (a corrupted file) is moved to ``corrupt/`` with a warning and
-the previous one is used.
+What a restore does with each kind of checkpoint:
+
+* complete and matching the configuration's train state: restored. Its ``epoch_outputs``
+  are restored as saved even when the step's outputs changed shape (e.g. gradient
+  diagnostics switched on), since they only feed the current epoch's statistics;
+* readable but of another shape (the model, tasks or optimizer changed):
+  :class:`CheckpointMismatch` naming the arrays that differ; nothing is moved;
+* unreadable (truncated or missing files, bad metadata): a writer (``read_only=False``)
+  moves it to ``corrupt/`` with a warning and uses the previous one; a reader warns and
+  uses the previous one, moving nothing. orbax writes a step into a temporary folder and
+  renames it when complete, so a process killed during a save leaves only a temporary
+  folder, which is ignored.
+
+Folders are created at the first save, never by reading.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,9 +53,23 @@ class Restored(NamedTuple):
     epoch_outputs: list
 
 
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint whose arrays do not fit the configured train state."""
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that is damaged (truncated or missing files, bad metadata)."""
+
+
 def saved_steps(workdir: str | Path) -> list[int]:
     """Steps of the complete latest-checkpoints in ``workdir``, read without opening orbax."""
     folder = Path(workdir) / LATEST_DIR
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def set_aside_steps(workdir: str | Path) -> list[int]:
+    """Steps of checkpoints moved to ``corrupt/`` by earlier runs."""
+    folder = Path(workdir) / CORRUPT_DIR
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
@@ -52,9 +78,43 @@ def abstract_of(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory, options=options)
+def array_shapes(tree) -> dict[str, str]:
+    """``{"params/trunk/Dense_0/kernel": "float32[8, 16]", ...}`` for arrays or their metadata."""
+    def name(key):
+        return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+    return {"/".join(name(k) for k in path): f"{np.dtype(leaf.dtype)}{list(leaf.shape)}"
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def shape_differences(saved: dict[str, str], wanted: dict[str, str]) -> list[str]:
+    """``["params/x: float32[8] -> float32[16]", ...]`` for every array that differs."""
+    return [f"{k}: {saved.get(k, 'absent')} -> {wanted.get(k, 'absent')}"
+            for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+
+
+def short_error(error: BaseException) -> str:
+    """The first line of an error, without the TensorStore spec orbax appends."""
+    text = str(error).split("See full TensorStore details")[0].strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(error).__name__}: {line[:200]}"
+
+
+@contextlib.contextmanager
+def _quiet_reader():
+    """Silences what a failed orbax read prints from its threads and coroutines as they are torn
+    down ("Event loop is closed", "Exception ignored in coroutine"): the caller reports the
+    failure in one line."""
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    finally:
+        import gc
+
+        gc.collect()
+        sys.unraisablehook = unraisable
 
 
 def stack_outputs(outputs: list) -> Any:
@@ -66,77 +126,144 @@ def unstack_outputs(stacked, count: int) -> list:
 
 
 class Checkpointer:
-    """The latest-k and best checkpoints of one workdir."""
+    """The latest-k and best checkpoints of one workdir.
 
-    def __init__(self, workdir: str | Path, keep: int = 3):
+    ``read_only=True`` (evaluation, prediction) never creates, moves or deletes anything.
+    """
+
+    def __init__(self, workdir: str | Path, keep: int = 3, *, read_only: bool = False):
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
         self.workdir = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
-        self.latest = _manager(self.workdir / LATEST_DIR, keep)
-        self.best = _manager(self.workdir / BEST_DIR, 1)
+        self.keep, self.read_only = keep, read_only
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+
+    def _manager(self, folder: str) -> ocp.CheckpointManager | None:
+        """The manager of ``folder``; None when it does not exist and this checkpointer only reads."""
+        if folder not in self._managers:
+            directory = self.workdir / folder
+            if not directory.is_dir():
+                if self.read_only:
+                    return None
+                directory.mkdir(parents=True, exist_ok=True)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep if folder == LATEST_DIR else 1, create=False,
+                enable_async_checkpointing=False, read_only=self.read_only)
+            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                        "epoch_outputs": ocp.StandardCheckpointHandler()}
+            self._managers[folder] = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+        return self._managers[folder]
+
+    def _steps(self, folder: str) -> list[int]:
+        if not (self.workdir / folder).is_dir():
+            return []
+        return sorted(self._manager(folder).all_steps())
 
     def steps(self) -> list[int]:
-        return sorted(self.latest.all_steps())
+        return self._steps(LATEST_DIR)
+
+    def best_steps(self) -> list[int]:
+        return self._steps(BEST_DIR)
 
     def save(self, state, meta: dict, epoch_outputs: list) -> None:
         """Saves the latest checkpoint at ``state.step`` (host outputs of the epoch so far)."""
         step = int(state.step)
-        if step in self.latest.all_steps():
+        manager = self._manager(LATEST_DIR)
+        if step in manager.all_steps():
             return  # written before an interruption; identical by determinism
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if epoch_outputs:
             items["epoch_outputs"] = ocp.args.StandardSave(stack_outputs(epoch_outputs))
-        self.latest.save(step, args=ocp.args.Composite(**items))
-        self.latest.wait_until_finished()
+        manager.save(step, args=ocp.args.Composite(**items))
+        manager.wait_until_finished()
 
     def save_best(self, state, meta: dict) -> None:
         step = int(state.step)
-        if step in self.best.all_steps():
+        manager = self._manager(BEST_DIR)
+        if step in manager.all_steps():
             return
-        self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)))
-        self.best.wait_until_finished()
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
 
-    def restore_latest(self, abstract_state, abstract_output) -> Restored | None:
-        """The newest readable checkpoint, or None; unreadable ones are set aside."""
+    def restore_latest(self, abstract_state, abstract_output=None) -> Restored | None:
+        """The newest readable checkpoint, or None when there is none.
+
+        Unreadable ones are skipped (and set aside unless read-only); a readable one of another
+        shape raises :class:`CheckpointMismatch`.
+        """
         for step in reversed(self.steps()):
             try:
-                return self._restore(self.latest, step, abstract_state, abstract_output)
-            except Exception as error:  # noqa: BLE001 - any read failure means a damaged checkpoint
-                self._set_aside(step, error)
+                return self._restore(LATEST_DIR, step, abstract_state, abstract_output)
+            except UnreadableCheckpoint as error:
+                self._skip(step, error)
         return None
 
     def restore_best(self, abstract_state) -> Restored | None:
-        steps = self.best.all_steps()
-        return self._restore(self.best, max(steps), abstract_state, None) if steps else None
+        """The best checkpoint, None when none was saved; a damaged one raises
+        :class:`UnreadableCheckpoint` (nothing is moved)."""
+        steps = self.best_steps()
+        return self._restore(BEST_DIR, steps[-1], abstract_state, None) if steps else None
 
     def restore_step(self, step: int, abstract_state) -> Restored:
-        return self._restore(self.latest, step, abstract_state, None)
+        return self._restore(LATEST_DIR, step, abstract_state, None)
 
-    @staticmethod
-    def _restore(manager, step, abstract_state, abstract_output) -> Restored:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        count = int(meta.get("step_in_epoch", 0))
-        if abstract_output is not None and count:
-            target = jax.tree.map(lambda a: jax.ShapeDtypeStruct((count, *a.shape), a.dtype), abstract_output)
-            items["epoch_outputs"] = ocp.args.StandardRestore(target)
-        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    def _restore(self, folder: str, step: int, abstract_state, abstract_output) -> Restored:
+        manager = self._manager(folder)
+        where = f"{self.workdir / folder / str(step)}"
+        with _quiet_reader():
+            try:
+                metadata = manager.item_metadata(step)
+                meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+                saved = array_shapes(metadata["state"])
+            except Exception as error:  # noqa: BLE001 - whatever orbax raises, the files are unusable
+                raise UnreadableCheckpoint(f"checkpoint {where} is unreadable ({short_error(error)})") from None
+            differences = shape_differences(saved, array_shapes(abstract_state))
+            if differences:
+                raise CheckpointMismatch(
+                    f"checkpoint {where} does not fit this configuration: {len(differences)} array(s) differ "
+                    f"(saved -> configured), e.g. {'; '.join(differences[:4])}. Use the configuration the run "
+                    "was trained with (its config.json), or start a new workdir")
+            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            count = int(meta.get("step_in_epoch", 0))
+            if abstract_output is not None and count:
+                saved_outputs = metadata["epoch_outputs"] if "epoch_outputs" in metadata.keys() else None
+                items["epoch_outputs"] = ocp.args.StandardRestore(
+                    self._outputs_target(saved_outputs, abstract_output, count))
+            try:
+                restored = manager.restore(step, args=ocp.args.Composite(**items))
+            except Exception as error:  # noqa: BLE001
+                raise UnreadableCheckpoint(f"checkpoint {where} is unreadable ({short_error(error)})") from None
         outputs = unstack_outputs(restored["epoch_outputs"], count) if "epoch_outputs" in items else []
         outputs = jax.tree.map(np.asarray, outputs)
         return Restored(step, restored.state, meta, outputs)
 
-    def _set_aside(self, step: int, error: Exception) -> None:
+    @staticmethod
+    def _outputs_target(saved_metadata, abstract_output, count: int):
+        """The restore target of the epoch's stacked step outputs: the configured step's outputs,
+        or, when the step's outputs changed (diagnostics switched on or off), the saved ones."""
+        wanted = jax.tree.map(lambda a: jax.ShapeDtypeStruct((count, *a.shape), a.dtype), abstract_output)
+        if saved_metadata is None:
+            raise UnreadableCheckpoint("the epoch's step outputs are missing")
+        if array_shapes(saved_metadata) == array_shapes(wanted):
+            return wanted
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=device),
+                            saved_metadata)
+
+    def _skip(self, step: int, error: UnreadableCheckpoint) -> None:
+        if self.read_only:
+            warnings.warn(f"{error}; using the previous one", RuntimeWarning, stacklevel=3)
+            return
         target = self.workdir / CORRUPT_DIR / str(step)
-        warnings.warn(f"checkpoint {self.workdir / LATEST_DIR / str(step)} is unreadable "
-                      f"({type(error).__name__}: {str(error)[:200]}); moved to {target}, using the previous one",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{error}; moved to {target}, using the previous one", RuntimeWarning, stacklevel=3)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         shutil.move(str(self.workdir / LATEST_DIR / str(step)), str(target))
-        self.latest.reload()
+        self._manager(LATEST_DIR).reload()
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        for manager in self._managers.values():
+            manager.close()
+        self._managers.clear()

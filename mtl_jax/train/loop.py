@@ -16,10 +16,11 @@ with bitwise the same parameters, history and logs as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
-import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
@@ -36,18 +37,20 @@ from mtl_jax.diagnostics import conflict
 from mtl_jax.diagnostics.affinity import Affinities, affinity_table, make_affinity_step, strongest_partners
 from mtl_jax.files import write_json
 from mtl_jax.tasks import Task, static_weights, task_outputs
-from mtl_jax.train.checkpoint import Checkpointer, abstract_of
+from mtl_jax.train.checkpoint import CORRUPT_DIR, Checkpointer, Restored, abstract_of, saved_steps, set_aside_steps
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.plots import plot_affinity, plot_gradient_conflict, plot_history, plot_task_weights
 from mtl_jax.train.state import TrainState, create_train_state
 from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make_train_step, select_inputs
 from mtl_jax.train.writers import MetricWriter, read_rows
+from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.weighting.base import Weighting
 from mtl_jax.weighting.static import static
 
 History = dict[str, list[float]]
 NonFinitePolicy = Literal["raise", "skip"]
 SIGNATURE_FILE = "run_signature.json"
+HISTORY_FILE = "history.json"
 
 # Module-level so repeated fit() calls without an explicit optimizer reuse the compiled step.
 DEFAULT_OPTIMIZER = optax.adam(1e-3)
@@ -76,32 +79,19 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
             per_step = [o["stats"][task.name][name] for o in outputs]
             kinds = jax.tree.map(lambda _: metric.reduce, per_step[0])
             result[f"{task.name}/{name}"] = metric.compute(metrics_lib.combine(per_step, kinds))
-    if "weights" in outputs[0]:
-        weights = np.mean([o["weights"] for o in outputs], axis=0)
-        result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, weights)})
-    if "penalty" in outputs[0]:
-        result["penalty"] = float(np.mean([o["penalty"] for o in outputs]))
-    if "gramian" in outputs[0]:
-        result.update(conflict.epoch_summary([o["gramian"] for o in outputs]))
+    # A resumed epoch may mix steps with and without an output (diagnostics switched on or off).
+    weights, penalties, gramians = ([o[key] for o in outputs if key in o] for key in ("weights", "penalty", "gramian"))
+    if weights:
+        result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, np.mean(weights, axis=0))})
+    if penalties:
+        result["penalty"] = float(np.mean(penalties))
+    if gramians:
+        result.update(conflict.epoch_summary(gramians))
     return result
 
 
 def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
-
-
-def check_writable(workdir: str | Path) -> Path:
-    """Creates ``workdir`` and proves it writable, or raises a clear ``PermissionError``."""
-    path = Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise PermissionError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
-                              "choose another --workdir") from error
-    return path
 
 
 def run_signature(tasks: Sequence[Task], abstract_state) -> dict:
@@ -129,6 +119,54 @@ def signature_mismatch(saved: dict, current: dict) -> str | None:
     return "; ".join(problems) or None
 
 
+def previous_run(workdir: Path) -> str | None:
+    """What in ``workdir`` shows that a run trained there (and checkpointed), or None.
+
+    Latest checkpoints, checkpoints set aside as damaged, and the files a run writes when it
+    ends (``history.json``, ``results.json``). A run killed before its first checkpoint leaves
+    none of them: the steps it logged are simply trained again.
+    """
+    found = []
+    if saved_steps(workdir):
+        found.append(f"checkpoints up to step {saved_steps(workdir)[-1]}")
+    if set_aside_steps(workdir):
+        found.append(f"damaged checkpoints {set_aside_steps(workdir)} in {CORRUPT_DIR}/")
+    found += [name for name in (HISTORY_FILE, "results.json") if (workdir / name).exists()]
+    return ", ".join(found) or None
+
+
+def open_run(workdir: Path, checkpointer: Checkpointer, resume: bool, signature: dict, abstract_state,
+             abstract_output: Callable[[], Any]) -> Restored | None:
+    """Decides, before anything is written, whether a run may use ``workdir``; returns the
+    checkpoint to continue from (None: start at step 0).
+
+    A new run (``resume=False``) needs a workdir without a previous run. A resumed run needs a
+    usable checkpoint whenever a previous run exists: it never starts again from step 0 over a
+    previous run's logs. Only damaged checkpoints are set aside; one of another shape stops the
+    run with the differences named.
+    """
+    previous = previous_run(workdir)
+    if not resume:
+        if previous:
+            raise FileExistsError(f"workdir {str(workdir)!r} already holds a run ({previous}); resume it "
+                                  "(resume=True / --resume) or choose another workdir")
+        return None
+    restored = None
+    if checkpointer.steps():
+        saved = json.loads((workdir / SIGNATURE_FILE).read_text()) if (workdir / SIGNATURE_FILE).exists() else None
+        problem = saved and signature_mismatch(saved, signature)
+        if problem:
+            raise ValueError(f"cannot resume {str(workdir)!r} with this configuration: {problem}. "
+                             "Resume with the original tasks and model, or start a new workdir")
+        restored = checkpointer.restore_latest(abstract_state, abstract_output())
+    if restored is None and previous_run(workdir):
+        raise FileNotFoundError(
+            f"cannot resume {str(workdir)!r}: it holds a previous run ({previous_run(workdir)}) but no usable "
+            "checkpoint, and starting again from step 0 would overwrite its metrics.jsonl and history. Its files "
+            "are left as they are: train into a new workdir (or move this one's files away to start over)")
+    return restored
+
+
 def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray], *,
         validation: Mapping[str, np.ndarray] | None = None, epochs: int = 10, batch_size: int = 64,
         optimizer: optax.GradientTransformation | None = None, weighting: Weighting | None = None,
@@ -139,7 +177,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         min_delta: float = 0.0, eval_every_steps: int = 0, log_every_steps: int = 10,
         nonfinite: NonFinitePolicy = "raise", learning_rate_fn: Callable[[int], float] | None = None,
         tensorboard: bool = True, affinity_every_steps: int = 0,
-        affinity_learning_rate: float | None = None, penalty: Callable | None = None) -> FitResult:
+        affinity_learning_rate: float | None = None, penalty: Callable | None = None,
+        run_files: Mapping[str, Any] | None = None) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -170,15 +209,24 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
       affinity_learning_rate: the lookahead step size (default: the schedule's rate at that step).
       penalty: an optional hashable ``params -> scalar`` added to the total loss (e.g. a
         :class:`~mtl_jax.models.sharing_penalties.SharingPenalty`); logged as ``train/penalty``.
+      run_files: ``{file name: JSON value}`` written into ``workdir`` once the run is validated
+        (e.g. the resolved config), so that a refused run leaves the workdir as it was.
 
     When the weighting forms a Gramian of the task gradients (gradient methods, or any
     method with :func:`~mtl_jax.weighting.base.observed`), the logged rows also carry the
     gradient cosines and conflicting pairs (:mod:`mtl_jax.diagnostics.conflict`), the history
     the per-epoch mean cosine matrix, and the workdir ``gradient_conflict.png``.
 
+    Nothing is written to ``workdir`` until the data, options and (when resuming) the
+    checkpoint are validated, and only one process at a time may write to it
+    (:mod:`mtl_jax.train.workdir_lock`).
+
     Raises:
       ValueError / KeyError: bad data, tasks or options (before anything is compiled).
       FileExistsError: ``workdir`` holds a run and ``resume`` is False.
+      FileNotFoundError: ``resume`` on a workdir whose previous run left no usable checkpoint.
+      CheckpointMismatch: the checkpoint to resume has other array shapes than this configuration.
+      WorkdirInUse: another process is writing to ``workdir``.
       PermissionError: ``workdir`` is not writable.
       FloatingPointError: non-finite loss or gradient under ``nonfinite="raise"``.
     """
@@ -192,9 +240,14 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps),
                         ("eval_every_steps", eval_every_steps), ("log_every_steps", log_every_steps),
-                        ("affinity_every_steps", affinity_every_steps)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+                        ("affinity_every_steps", affinity_every_steps), ("seed", seed)):
+        checks.check_count(name, value, 0)
+    for name, value in (("batch_size", batch_size), ("keep_checkpoints", keep_checkpoints),
+                        ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size)):
+        checks.check_count(name, value, 1)
+    if batch_size > num_examples(train):
+        warnings.warn(f"batch_size {batch_size} is larger than the {num_examples(train)} training examples: "
+                      f"each step uses all {num_examples(train)} of them", stacklevel=2)
     if affinity_every_steps and affinity_learning_rate is None and learning_rate_fn is None:
         raise ValueError("affinity_every_steps needs the lookahead step size: affinity_learning_rate (or "
                          "learning_rate_fn)")
@@ -210,14 +263,16 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         if task is None or metric_name not in ("loss", *task.metrics):
             known = [f"{t.name}/{m}" for t in tasks for m in ("loss", *t.metrics)]
             raise ValueError(f"best_metric {best_metric!r} is not reported; choose one of {known}")
-    if workdir is not None:
-        workdir = check_writable(workdir)
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = next(batches(train, batch_size))
     example = select_inputs(first, input_key)
-    if state is not None:
-        checks.check_input_shape(model, state.params, example, "train inputs")
+    abstract_state = abstract_of(state) if state is not None else jax.eval_shape(
+        lambda: create_train_state(model, tasks, optimizer, weighting, example, seed))
+    checks.check_input_shape(model, abstract_state.params, example, "train inputs")
+    if validation is not None:
+        checks.check_input_shape(model, abstract_state.params, select_inputs(validation, input_key),
+                                 "validation inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key, penalty)
     eval_step = make_eval_step(model, tasks, input_key)
     affinity_step = make_affinity_step(model, tasks, input_key) if affinity_every_steps else None
@@ -227,142 +282,131 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             "monitor": Monitor.init(), "stopped_early": False, "affinity": Affinities.init(len(tasks))}
     epoch_outputs: list = []
     checkpointer = writer = None
-    if workdir is not None:
-        checkpointer = Checkpointer(workdir, keep_checkpoints)
-        abstract_state = jax.eval_shape(
-            lambda: create_train_state(model, tasks, optimizer, weighting, example, seed)) if state is None \
-            else abstract_of(state)
-        signature = run_signature(tasks, abstract_state)
-        steps = checkpointer.steps()
-        if steps and not resume:
-            raise FileExistsError(f"workdir {str(workdir)!r} already holds a run (checkpoints up to step "
-                                  f"{steps[-1]}); resume it (resume=True / --resume) or choose another workdir")
-        restored = None
-        if steps:
-            saved = json.loads((workdir / SIGNATURE_FILE).read_text()) if (workdir / SIGNATURE_FILE).exists() \
-                else None
-            problem = saved and signature_mismatch(saved, signature)
-            if problem:
-                raise ValueError(f"cannot resume {str(workdir)!r} with this configuration: {problem}. "
-                                 "Resume with the original tasks and model, or start a new workdir")
-            abstract_output = jax.eval_shape(train_step, abstract_state, first)[1]
-            restored = checkpointer.restore_latest(abstract_state, abstract_output)
-        if restored is not None:
-            state, meta, epoch_outputs = restored.state, restored.meta, restored.epoch_outputs
-        write_json(workdir / SIGNATURE_FILE, signature)
-        writer = MetricWriter(workdir, tensorboard, resume_step=restored.step if restored else None)
-    if state is None:
-        state = create_train_state(model, tasks, optimizer, weighting, example, seed)
-    if validation is not None:
-        checks.check_input_shape(model, state.params, select_inputs(validation, input_key), "validation inputs")
+    with contextlib.ExitStack() as stack:
+        if workdir is not None:
+            workdir = stack.enter_context(workdir_lock(workdir))
+            checkpointer = Checkpointer(workdir, keep_checkpoints)
+            stack.callback(checkpointer.close)
+            signature = run_signature(tasks, abstract_state)
+            restored = open_run(workdir, checkpointer, resume, signature, abstract_state,
+                                lambda: jax.eval_shape(train_step, abstract_state, first)[1])
+            if restored is not None:
+                state, meta, epoch_outputs = restored.state, restored.meta, restored.epoch_outputs
+            # Validated: from here on the run writes into its workdir.
+            for name, value in (run_files or {}).items():
+                write_json(workdir / name, value)
+            write_json(workdir / SIGNATURE_FILE, signature)
+            writer = MetricWriter(workdir, tensorboard, resume_step=restored.step if restored else None)
+            stack.callback(writer.close)
+        if state is None:
+            state = create_train_state(model, tasks, optimizer, weighting, example, seed)
+        history: History = meta["history"]
+        host_step = int(state.step)
+        pending: list = []  # (step, device outputs) not yet read by the host
+        pending_affinity: list = []  # (step, device [T, T] affinity) not yet read
 
-    history: History = meta["history"]
-    host_step = int(state.step)
-    pending: list = []  # (step, device outputs) not yet read by the host
-    pending_affinity: list = []  # (step, device [T, T] affinity) not yet read
+        def sync():
+            """Reads pending outputs; logs every ``log_every_steps``; applies the non-finite policy."""
+            nonlocal pending, pending_affinity
+            got = jax.device_get([out for _, out in pending])
+            for (step, _), out in zip(pending, got):
+                if not bool(out["finite"]):
+                    if nonfinite == "raise":
+                        _raise_nonfinite(tasks, out, step, spe, checkpointer)
+                    meta["skipped_steps"] += 1
+                epoch_outputs.append(out)
+                if writer is not None and log_every_steps and step % log_every_steps == 0:
+                    writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
+            for (step, _), matrix in zip(pending_affinity, jax.device_get([m for _, m in pending_affinity])):
+                meta["affinity"] = Affinities.add(meta["affinity"], matrix)
+                if writer is not None:
+                    writer.write(step, {f"affinity/{a.name}->{b.name}": float(matrix[i, j])
+                                        for i, a in enumerate(tasks) for j, b in enumerate(tasks)})
+            pending_affinity = []
+            if got:
+                losses = got[-1]["loss_sum"] / np.maximum(got[-1]["loss_count"], 1)
+                bar.set_postfix({**{t.name: f"{v:.3g}" for t, v in zip(tasks, losses)},
+                                 **({"skipped": meta["skipped_steps"]} if meta["skipped_steps"] else {})})
+            pending = []
 
-    def sync():
-        """Reads pending outputs; logs every ``log_every_steps``; applies the non-finite policy."""
-        nonlocal pending, pending_affinity
-        got = jax.device_get([out for _, out in pending])
-        for (step, _), out in zip(pending, got):
-            if not bool(out["finite"]):
-                if nonfinite == "raise":
-                    _raise_nonfinite(tasks, out, step, spe, checkpointer)
-                meta["skipped_steps"] += 1
-            epoch_outputs.append(out)
-            if writer is not None and log_every_steps and step % log_every_steps == 0:
-                writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
-        for (step, _), matrix in zip(pending_affinity, jax.device_get([m for _, m in pending_affinity])):
-            meta["affinity"] = Affinities.add(meta["affinity"], matrix)
+        def validate(step: int) -> dict:
+            result = {f"validation/{k}": v for k, v in
+                      _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()}
+            if monitor is not None:
+                meta["monitor"], improved = monitor.update(meta["monitor"], result[monitor.metric], step)
+                if improved and checkpointer is not None:
+                    checkpointer.save_best(state, meta)
+            return result
+
+        def checkpoint():
             if writer is not None:
-                writer.write(step, {f"affinity/{a.name}->{b.name}": float(matrix[i, j])
-                                    for i, a in enumerate(tasks) for j, b in enumerate(tasks)})
-        pending_affinity = []
-        if got:
-            losses = got[-1]["loss_sum"] / np.maximum(got[-1]["loss_count"], 1)
-            bar.set_postfix({**{t.name: f"{v:.3g}" for t, v in zip(tasks, losses)},
-                             **({"skipped": meta["skipped_steps"]} if meta["skipped_steps"] else {})})
-        pending = []
+                writer.flush()
+            if checkpointer is not None:
+                checkpointer.save(state, meta, epoch_outputs)
 
-    def validate(step: int) -> dict:
-        result = {f"validation/{k}": v for k, v in
-                  _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()}
-        if monitor is not None:
-            meta["monitor"], improved = monitor.update(meta["monitor"], result[monitor.metric], step)
-            if improved and checkpointer is not None:
-                checkpointer.save_best(state, meta)
-        return result
-
-    def checkpoint():
-        if writer is not None:
-            writer.flush()
-        if checkpointer is not None:
-            checkpointer.save(state, meta, epoch_outputs)
-
-    done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
-    bar = tqdm(total=epochs * spe, initial=done, disable=not _show_progress(progress), unit="step",
-               dynamic_ncols=True)
-    try:
-        while meta["epoch"] < epochs and not meta["stopped_early"]:
-            epoch = meta["epoch"]
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"]):
-                if affinity_step is not None and (host_step + 1) % affinity_every_steps == 0:
-                    rate = affinity_learning_rate if affinity_learning_rate is not None else learning_rate_fn(host_step)
-                    pending_affinity.append((host_step + 1, affinity_step(state.params, batch, rate)))
-                state, out = train_step(state, batch)
-                host_step += 1
-                meta["step_in_epoch"] += 1
-                pending.append((host_step, out))
-                bar.update()
-                end = meta["step_in_epoch"] == spe
-                at_log = writer is not None and log_every_steps and host_step % log_every_steps == 0
-                at_eval = validation is not None and eval_every_steps and host_step % eval_every_steps == 0
-                at_save = checkpoint_every_steps and host_step % checkpoint_every_steps == 0
-                if not (end or at_log or at_eval or at_save):
-                    continue
-                sync()
-                row = {}
-                if end:
-                    row.update({f"train/{k}": v for k, v in summarize(tasks, epoch_outputs).items()})
-                if at_eval or (end and validation is not None):
-                    row.update(validate(host_step))
-                    if monitor is not None and monitor.should_stop(meta["monitor"]):
-                        meta["stopped_early"] = True
-                if end:
-                    history["epoch"].append(epoch + 1)
-                    for key, value in row.items():
-                        history.setdefault(key, []).append(value)
-                    history.setdefault("skipped_steps", []).append(meta["skipped_steps"])
-                    if affinity_step is not None:
-                        history.setdefault("affinity", []).append(Affinities.epoch_mean(meta["affinity"]))
-                        meta["affinity"] = Affinities.new_epoch(meta["affinity"])
-                    meta.update(epoch=epoch + 1, step_in_epoch=0)
-                    epoch_outputs = []
-                if writer is not None and row:
-                    scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-                    writer.write(host_step, {**scalars, **({"epoch": epoch + 1} if end else {})})
-                if end or at_save or meta["stopped_early"]:
-                    checkpoint()
-                if meta["stopped_early"]:
-                    break
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if checkpointer is not None:
-            checkpointer.close()
-    if workdir is not None:
-        write_json(workdir / "history.json", history)
-        if history["epoch"]:
-            plot_history(history, tasks, workdir / "training_progress.png")
-            plot_task_weights(read_rows(workdir / "metrics.jsonl"), tasks, workdir / "task_weights.png")
-            if history.get("train/gradient_cosines"):
-                plot_gradient_conflict(history, tasks, workdir / "gradient_conflict.png")
-        if affinity_step is not None and meta["affinity"]["count"]:
-            _write_affinity(workdir, tasks, Affinities.mean(meta["affinity"]), meta["affinity"]["count"])
-    return FitResult(state, history)
+        done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
+        bar = tqdm(total=epochs * spe, initial=done, disable=not _show_progress(progress), unit="step",
+                   dynamic_ncols=True)
+        try:
+            while meta["epoch"] < epochs and not meta["stopped_early"]:
+                epoch = meta["epoch"]
+                bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"]):
+                    if affinity_step is not None and (host_step + 1) % affinity_every_steps == 0:
+                        rate = affinity_learning_rate if affinity_learning_rate is not None else learning_rate_fn(host_step)
+                        pending_affinity.append((host_step + 1, affinity_step(state.params, batch, rate)))
+                    state, out = train_step(state, batch)
+                    host_step += 1
+                    meta["step_in_epoch"] += 1
+                    pending.append((host_step, out))
+                    bar.update()
+                    end = meta["step_in_epoch"] == spe
+                    at_log = writer is not None and log_every_steps and host_step % log_every_steps == 0
+                    at_eval = validation is not None and eval_every_steps and host_step % eval_every_steps == 0
+                    at_save = checkpoint_every_steps and host_step % checkpoint_every_steps == 0
+                    if not (end or at_log or at_eval or at_save):
+                        continue
+                    sync()
+                    row = {}
+                    if end:
+                        row.update({f"train/{k}": v for k, v in summarize(tasks, epoch_outputs).items()})
+                    if at_eval or (end and validation is not None):
+                        row.update(validate(host_step))
+                        if monitor is not None and monitor.should_stop(meta["monitor"]):
+                            meta["stopped_early"] = True
+                    if end:
+                        history["epoch"].append(epoch + 1)
+                        for key, value in row.items():
+                            history.setdefault(key, []).append(value)
+                        history.setdefault("skipped_steps", []).append(meta["skipped_steps"])
+                        if affinity_step is not None:
+                            history.setdefault("affinity", []).append(Affinities.epoch_mean(meta["affinity"]))
+                            meta["affinity"] = Affinities.new_epoch(meta["affinity"])
+                        meta.update(epoch=epoch + 1, step_in_epoch=0)
+                        epoch_outputs = []
+                    if writer is not None and row:
+                        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+                        writer.write(host_step, {**scalars, **({"epoch": epoch + 1} if end else {})})
+                    if end or at_save or meta["stopped_early"]:
+                        checkpoint()
+                    if meta["stopped_early"]:
+                        break
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            if checkpointer is not None:
+                checkpointer.close()
+        if workdir is not None:
+            write_json(workdir / HISTORY_FILE, history)
+            if history["epoch"]:
+                plot_history(history, tasks, workdir / "training_progress.png")
+                plot_task_weights(read_rows(workdir / "metrics.jsonl"), tasks, workdir / "task_weights.png")
+                if history.get("train/gradient_cosines"):
+                    plot_gradient_conflict(history, tasks, workdir / "gradient_conflict.png")
+            if affinity_step is not None and meta["affinity"]["count"]:
+                _write_affinity(workdir, tasks, Affinities.mean(meta["affinity"]), meta["affinity"]["count"])
+        return FitResult(state, history)
 
 
 def _write_affinity(workdir: Path, tasks: Sequence[Task], matrix, count: int) -> None:
@@ -393,7 +437,10 @@ def _step_row(tasks, out, step, learning_rate_fn) -> dict:
 
 def _raise_nonfinite(tasks, out, step, spe, checkpointer):
     bad = [t.name for t, total in zip(tasks, out["loss_sum"]) if not math.isfinite(float(total))]
-    what = f"loss for task(s) {bad}" if bad else f"gradient (norm {float(out['grad_norm'])}; losses finite)"
+    norm = float(out["grad_norm"])
+    what = (f"loss for task(s) {bad}" if bad else f"gradient (norm {norm}; losses finite)" if not math.isfinite(norm)
+            else f"update (losses and gradient norm {norm:.3g} finite; the new parameters or optimizer state "
+                 "overflowed)")
     saved = checkpointer.steps() if checkpointer is not None else []
     last = f"; the last checkpoint is step {saved[-1]}" if saved else ""
     raise FloatingPointError(
@@ -407,6 +454,7 @@ def evaluate(model: nn.Module, tasks: Sequence[Task], params, data: Mapping[str,
     """Exact metrics ``{"<task>/loss", "<task>/<metric>"}`` of ``params`` on ``data``."""
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
+    checks.check_count("batch_size", batch_size, 1)
     checks.check_data(tasks, data, input_key)
     checks.check_input_shape(model, params, select_inputs(data, input_key))
     return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size)
@@ -426,7 +474,10 @@ def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size:
     checks.check_tasks(model, tasks)
     arrays = inputs if isinstance(inputs, Mapping) else {"inputs": inputs}
     key = tuple(arrays) if isinstance(inputs, Mapping) else "inputs"
+    checks.check_count("batch_size", batch_size, 1)
     checks.check_inputs(arrays, key, "predict")
+    if num_examples(arrays) == 0:
+        raise ValueError("predict: no inputs (0 examples)")
     checks.check_input_shape(model, params, inputs)
     predict_step = make_predict_step(model)
     n = num_examples(arrays)

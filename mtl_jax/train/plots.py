@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtl_jax.tasks import Task  # noqa: E402
+from mtl_jax.files import atomic_write  # noqa: E402
 
 
 def plot_history(history: dict, tasks: Sequence[Task], path: str | Path, max_metrics: int = 2) -> Path:
@@ -130,7 +131,8 @@ def plot_affinity(matrix, tasks: Sequence[Task], path: str | Path) -> Path:
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path, "wb") as file:
+            fig.savefig(file, dpi=110, format="png")
+    finally:
+        plt.close(fig)

@@ -10,9 +10,10 @@ The train step computes per-task mean losses ``L_i`` over labelled elements, ask
 weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
 optimizer (plus an optional parameter penalty). It returns the step's sufficient statistics (loss sums and counts, metric
 statistics of the pre-update forward pass), the weights, the gradient norm and ``finite``,
-all still on device. A step whose losses or gradients are not finite leaves params,
-optimizer and weighting state untouched (only ``step`` advances); the loop then stops
-with an error naming the tasks and the step, or counts the step as skipped.
+all still on device. A step whose losses, gradients or updated state (parameters,
+optimizer and weighting state) are not finite leaves params, optimizer and weighting state
+untouched (only ``step`` advances); the loop then stops with an error naming the tasks and
+the step, or counts the step as skipped.
 """
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
 from mtl_jax.train.task_gradients import GRADIENT_NEEDS, check_gradient_model, weighted_gradients
 from mtl_jax.weighting.base import NEEDS, Weighting
+
+def tree_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of ``tree`` is finite (integer leaves always are)."""
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
 
 def metric_stats(tasks: Sequence[Task], predictions, batch) -> dict:
     """``{task: {metric: batch statistics}}`` for every task's metrics."""
@@ -85,20 +93,23 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
             penalty_value, penalty_grads = jax.value_and_grad(penalty)(state.params)
             grads = jax.tree.map(jnp.add, grads, penalty_grads)
         grad_norm = optax.global_norm(grads)
-        finite = jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
 
-        def apply_update(_):
+        def update(_):
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             return optax.apply_updates(state.params, updates), opt_state, weighting_state
 
         def keep_state(_):
             return state.params, state.opt_state, state.weighting_state
 
+        # Finite losses and gradients can still overflow in the update (a huge learning rate):
+        # the new state is checked too, by a trial update that XLA fuses into the reduction
+        # (nothing is materialised), so the cond below can still write the donated buffers in
+        # place. A select per leaf instead keeps old and new copies of every parameter and
+        # moment alive (the seed CNN step on CPU ~7-9% slower; benchmarks/README.md).
+        finite = (jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
+                  & tree_finite(update(None)))
         # A non-finite step changes nothing but the step count: the loop raises or skips it.
-        # A cond rather than a select per leaf: the update then writes the donated buffers in
-        # place, where the select kept old and new copies of every parameter and moment alive
-        # (measured: the seed CNN step on CPU ~7-9% faster; benchmarks/README.md).
-        params, opt_state, weighting_state = jax.lax.cond(finite, apply_update, keep_state, None)
+        params, opt_state, weighting_state = jax.lax.cond(finite, update, keep_state, None)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   weighting_state=weighting_state)
         outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,

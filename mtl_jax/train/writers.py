@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from mtl_jax.files import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -53,9 +55,8 @@ class MetricWriter:
 
     def _truncate(self, step: int) -> None:
         rows = [row for row in read_rows(self.path) if row.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as file:
+            file.write("".join(json.dumps(row) + "\n" for row in rows))
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
         row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
@@ -72,6 +73,8 @@ class MetricWriter:
             self._tb.flush()
 
     def close(self) -> None:
+        if self._file.closed:
+            return
         self.flush()
         self._file.close()
         if self._tb is not None:
