@@ -150,6 +150,12 @@ def test_a_damaged_best_checkpoint_is_one_line_offering_the_latest(run, capsys):
     assert snapshot(run) == before
     code, _, _ = mtl_jax(capsys, "eval", "--workdir", run, "--checkpoint", "latest")
     assert code == 0
+    # In a process of its own, nothing of the failed read is printed after the error either.
+    process = subprocess.run([sys.executable, "-m", "mtl_jax.cli", "eval", "--workdir", str(run)],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert process.returncode == 2
+    noise = [line for line in process.stderr.splitlines() if not line.startswith("WARNING:absl:Using custom data")]
+    assert len(noise) == 1 and noise[0].startswith("mtl-jax: error: ") and "--checkpoint latest" in noise[0], noise
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

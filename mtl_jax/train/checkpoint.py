@@ -31,8 +31,12 @@ Folders are created at the first save, never by reading.
 from __future__ import annotations
 
 import contextlib
+import gc
+import io
+import logging
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -99,22 +103,36 @@ def short_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {line[:200]}"
 
 
+def _drop_unretrieved_read_errors(record: logging.LogRecord) -> bool:
+    """asyncio logs the futures of a failed TensorStore read when they are collected, later."""
+    return not (record.getMessage().startswith("Future exception was never retrieved")
+                and "tensorstore" in record.getMessage())
+
+
 @contextlib.contextmanager
 def _quiet_reader():
-    """Silences what a failed orbax read prints from its threads and coroutines as they are torn
-    down ("Event loop is closed", "Exception ignored in coroutine"): the caller reports the
-    failure in one line."""
-    unraisable = sys.unraisablehook
-    sys.unraisablehook = lambda _: None
+    """Keeps what a failed orbax read prints as it is torn down off the terminal: TensorStore's
+    threads complete the read's pending futures on the closed event loop ("Event loop is
+    closed" tracebacks, "Exception ignored in coroutine"), shortly after the error. The caller
+    reports the failure in one line."""
+    stderr, unraisable = sys.stderr, sys.unraisablehook
+    sys.stderr, sys.unraisablehook = io.StringIO(), (lambda _: None)
+    failed = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             yield
+    except BaseException:
+        failed = True
+        raise
     finally:
-        import gc
-
-        gc.collect()
-        sys.unraisablehook = unraisable
+        if failed:
+            asyncio_logger = logging.getLogger("asyncio")
+            if _drop_unretrieved_read_errors not in asyncio_logger.filters:
+                asyncio_logger.addFilter(_drop_unretrieved_read_errors)
+            gc.collect()
+            time.sleep(0.2)  # the threads' callbacks arrive within milliseconds of the failure
+        sys.stderr, sys.unraisablehook = stderr, unraisable
 
 
 def stack_outputs(outputs: list) -> Any:
@@ -146,12 +164,19 @@ class Checkpointer:
                 if self.read_only:
                     return None
                 directory.mkdir(parents=True, exist_ok=True)
+            keep = None if self.read_only else self.keep if folder == LATEST_DIR else 1
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=self.keep if folder == LATEST_DIR else 1, create=False,
-                enable_async_checkpointing=False, read_only=self.read_only)
+                max_to_keep=keep, create=False, enable_async_checkpointing=False, read_only=self.read_only,
+                save_interval_steps=0 if self.read_only else 1)
             handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
                         "epoch_outputs": ocp.StandardCheckpointHandler()}
-            self._managers[folder] = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+            absl_logger = logging.getLogger("absl")
+            level = absl_logger.level
+            absl_logger.setLevel(logging.ERROR)  # orbax warns that a read-only folder is read-only
+            try:
+                self._managers[folder] = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+            finally:
+                absl_logger.setLevel(level)
         return self._managers[folder]
 
     def _steps(self, folder: str) -> list[int]:
