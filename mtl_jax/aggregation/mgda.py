@@ -4,9 +4,11 @@
 
 ``d`` is the steepest common descent direction: ``<d, g_i> >= ||d||^2`` for every task (KKT
 conditions), and ``d = 0`` exactly at a Pareto-stationary point. Two tasks have the closed
-form ``c_1 = clip(<g_2 - g_1, g_2> / ||g_1 - g_2||^2, 0, 1)``; more are solved by FISTA on
-the simplex (:mod:`mtl_jax.aggregation.qp`). With gradients at the shared representation
-this is MGDA-UB, the paper's efficient upper-bound variant.
+form ``c_1 = clip(<g_2 - g_1, g_2> / ||g_1 - g_2||^2, 0, 1)``; more are solved exactly by
+Wolfe's min-norm-point active-set method (:mod:`mtl_jax.aggregation.qp`), whatever the
+conditioning, with the relative KKT residual as certificate. (torchjd and LibMTL stop a
+Frank-Wolfe iteration after a fixed step size or count.) With gradients at the shared
+representation this is MGDA-UB, the paper's efficient upper-bound variant.
 
 References: O. Sener, V. Koltun. "Multi-Task Learning as Multi-Objective Optimization",
 NeurIPS 2018. J.-A. Desideri. "Multiple-gradient descent algorithm (MGDA) for
@@ -16,24 +18,31 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
-from mtl_jax.aggregation.qp import min_norm_in_simplex
+from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.aggregation.certificate import Certificate, certified, issue
+from mtl_jax.aggregation.qp import min_norm_in_simplex, tolerance
 from mtl_jax.registry import AGGREGATORS
 
 
-def mgda_coefficients(gramian):
+def mgda_solve(gramian) -> tuple[jax.Array, Certificate]:
     if gramian.shape[0] == 2:
         difference = gramian[0, 0] - 2 * gramian[0, 1] + gramian[1, 1]
         first = jnp.clip((gramian[1, 1] - gramian[0, 1]) / jnp.maximum(difference, 1e-30), 0.0, 1.0)
         first = jnp.where(difference > 1e-30, first, 0.5)
-        return jnp.stack([first, 1 - first])
-    return min_norm_in_simplex(gramian)
+        return jnp.stack([first, 1 - first]), issue("mgda", 0.0, tolerance(gramian.dtype))
+    solution = min_norm_in_simplex(gramian)
+    return solution.x, issue("mgda", solution.residual, tolerance(gramian.dtype))
+
+
+def mgda_coefficients(gramian):
+    return mgda_solve(gramian)[0]
 
 
 @AGGREGATORS.register("mgda", "MGDA (Sener & Koltun 2018): min-norm point of the gradients' convex hull, a "
                               "common descent direction")
 @functools.lru_cache(maxsize=1)
 def mgda() -> Aggregator:
-    return stateless(lambda gramian, key: mgda_coefficients(gramian))
+    return certified("mgda", lambda gramian, key: mgda_solve(gramian))

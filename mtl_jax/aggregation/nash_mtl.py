@@ -13,9 +13,11 @@ self-concordance) instead of the paper's sequence of convex programs (cvxpy).
 
 As in the authors' code, ``G`` is first divided by its Frobenius norm (so the step keeps the
 scale of the loss gradients; with ``T = 1`` the coefficient is 1), and a ridge of ``ridge *
-trace(G) / T`` keeps ``f`` bounded below for rank-deficient ``G`` (duplicate or exactly
-opposite gradients), where the exact system has no solution. ``update_every`` recomputes
-the coefficients every k steps and reuses them in between (the paper's speed-up).
+G_ii`` (each task at its own scale) keeps ``f`` bounded below when a positive combination of
+the gradients is 0 (e.g. exactly opposite gradients), where the exact system has no solution. ``update_every`` recomputes
+the coefficients every k steps and reuses them in between (the paper's speed-up). The
+certificate is ``max_i |a_i (G a)_i - 1|`` (see :func:`nash_solve`): an ill-posed system is
+reported, never silently replaced by another method's answer.
 
 References: A. Navon, A. Shamsian, I. Achituve, H. Maron, K. Kawaguchi, G. Chechik,
 E. Fetaya. "Multi-Task Learning as a Bargaining Game", ICML 2022.
@@ -29,16 +31,24 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.aggregation.certificate import Certificate, blank, issue
+from mtl_jax.aggregation.qp import tolerance
 from mtl_jax.registry import AGGREGATORS
 
 ITERATIONS = 40
 
 
-def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS):
+def nash_solve(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS) -> tuple[jax.Array, Certificate]:
+    """The coefficients and their certificate: ``max_i |a_i (G a)_i - 1|`` on the normalised ``G``
+    without the ridge. The ridge moves equation ``i`` by ``ridge (a_i ||g_i||)^2``, which the
+    tolerance ``1000 ridge + 10 tolerance(dtype)`` (1e-3 by default) accepts. When a positive
+    combination of the gradients is 0 (e.g. two exactly opposite tasks) the bargaining system
+    has no solution, which shows as a residual of order 1."""
     n = gramian.shape[0]
     norm = jnp.sqrt(jnp.sum(gramian ** 2))
-    g = (gramian + gramian.T) / 2 / jnp.maximum(norm, 1e-30)
-    g = g + ridge * jnp.maximum(jnp.trace(g) / n, 1e-12) * jnp.eye(n, dtype=g.dtype)
+    exact = (gramian + gramian.T) / 2 / jnp.maximum(norm, 1e-30)
+    floor = jnp.maximum(jnp.trace(exact) / n, 1e-12) * 1e-12
+    g = exact + ridge * jnp.diag(jnp.maximum(jnp.diagonal(exact), floor))  # each task's own scale
 
     def body(_, a):
         gradient = g @ a - 1.0 / a
@@ -49,12 +59,20 @@ def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS
 
     start = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(g), 1e-12))
     a = jax.lax.fori_loop(0, iterations, body, start)
-    return jnp.where(norm > 1e-30, a, jnp.ones((n,), gramian.dtype))
+    solved = norm > 1e-30
+    residual = jnp.where(solved, jnp.max(jnp.abs(a * (exact @ a) - 1.0)), 0.0)
+    a = jnp.where(solved, a, jnp.ones((n,), gramian.dtype))
+    return a, issue("nash_mtl", residual, 1000 * ridge + 10 * tolerance(gramian.dtype))
+
+
+def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS):
+    return nash_solve(gramian, ridge, iterations)[0]
 
 
 class NashState(NamedTuple):
     coefficients: jax.Array
     count: jax.Array
+    certificate: Certificate
 
 
 @AGGREGATORS.register("nash_mtl", "Nash-MTL (Navon et al. 2022), update_every: Nash bargaining between tasks, "
@@ -65,13 +83,14 @@ def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Aggregator:
         raise ValueError(f"Nash-MTL's update_every must be >= 1, got {update_every}")
 
     def init(num_tasks: int) -> NashState:
-        return NashState(jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32))
+        return NashState(jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32), blank("nash_mtl"))
 
     def update(gramian, state: NashState, key):
         del key
         fresh = state.count % update_every == 0
-        coefficients = jax.lax.cond(fresh, lambda: nash_coefficients(gramian, ridge).astype(jnp.float32),
-                                    lambda: state.coefficients)
-        return coefficients, NashState(coefficients, state.count + 1)
+        coefficients, certificate = jax.lax.cond(
+            fresh, lambda: (lambda a, c: (a.astype(jnp.float32), c))(*nash_solve(gramian, ridge)),
+            lambda: (state.coefficients, state.certificate))
+        return coefficients, NashState(coefficients, state.count + 1, certificate)
 
     return Aggregator(init, update)

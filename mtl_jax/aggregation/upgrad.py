@@ -11,6 +11,16 @@ whose optimality conditions give ``G v* >= 0``, i.e. ``<d, g_j> >= 0`` for every
   ``c = (1/T) sum_i v*(e_i)``; non-conflicting, and equal to the mean when nothing conflicts.
 * DualProj projects the mean gradient (``u = 1/T``): ``c = v*(1/T)``.
 
+The programs are solved exactly by an active-set method (:mod:`mtl_jax.aggregation.qp`),
+whatever the conditioning of ``G``; the certificate is the worst relative KKT residual,
+``max_j max(-<d, g_j>, 0) / (|G| |v|)_j`` and the stationarity on the support, so a residual
+below tolerance states that the direction conflicts with no task. (torchjd solves the same
+programs on ``G / tr(G) + 1e-4 I``, which lets its direction conflict with a task when
+``G`` is badly conditioned.)
+
+Cost: ``T`` (UPGrad) or one (DualProj) active-set solves on the ``T x T`` Gramian, each a
+few eigendecompositions of a ``(T + 1) x (T + 1)`` matrix.
+
 References: P. Quinton, V. Rey. "Jacobian Descent for Multi-Objective Optimization",
 arXiv:2406.16232, 2024 (torchjd).
 """
@@ -21,31 +31,41 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
-from mtl_jax.aggregation.qp import min_norm_above
+from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.aggregation.certificate import Certificate, certified, issue
+from mtl_jax.aggregation.qp import min_norm_above, tolerance
 from mtl_jax.registry import AGGREGATORS
 
 
-def upgrad_coefficients(gramian):
+def upgrad_solve(gramian) -> tuple[jax.Array, Certificate]:
     n = gramian.shape[0]
     projections = jax.vmap(lambda lower: min_norm_above(gramian, lower))(jnp.eye(n, dtype=gramian.dtype))
-    return jnp.mean(projections, axis=0)
+    return jnp.mean(projections.x, axis=0), issue("upgrad", jnp.max(projections.residual), tolerance(gramian.dtype))
+
+
+def dualproj_solve(gramian) -> tuple[jax.Array, Certificate]:
+    n = gramian.shape[0]
+    solution = min_norm_above(gramian, jnp.full((n,), 1.0 / n, gramian.dtype))
+    return solution.x, issue("dualproj", solution.residual, tolerance(gramian.dtype))
+
+
+def upgrad_coefficients(gramian):
+    return upgrad_solve(gramian)[0]
 
 
 def dualproj_coefficients(gramian):
-    n = gramian.shape[0]
-    return min_norm_above(gramian, jnp.full((n,), 1.0 / n, gramian.dtype))
+    return dualproj_solve(gramian)[0]
 
 
 @AGGREGATORS.register("upgrad", "UPGrad (Quinton & Rey 2024): average of each gradient projected onto the "
                                 "dual cone; never conflicts, equals the mean when nothing conflicts")
 @functools.lru_cache(maxsize=1)
 def upgrad() -> Aggregator:
-    return stateless(lambda gramian, key: upgrad_coefficients(gramian))
+    return certified("upgrad", lambda gramian, key: upgrad_solve(gramian))
 
 
 @AGGREGATORS.register("dualproj", "DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual "
                                   "cone")
 @functools.lru_cache(maxsize=1)
 def dualproj() -> Aggregator:
-    return stateless(lambda gramian, key: dualproj_coefficients(gramian))
+    return certified("dualproj", lambda gramian, key: dualproj_solve(gramian))

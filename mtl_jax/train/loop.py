@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from mtl_jax import checks
 from mtl_jax import metrics as metrics_lib
+from mtl_jax.aggregation import certificate
 from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
 from mtl_jax.diagnostics import conflict
 from mtl_jax.diagnostics.affinity import Affinities, affinity_table, make_affinity_step, strongest_partners
@@ -80,7 +81,10 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
             kinds = jax.tree.map(lambda _: metric.reduce, per_step[0])
             result[f"{task.name}/{name}"] = metric.compute(metrics_lib.combine(per_step, kinds))
     # A resumed epoch may mix steps with and without an output (diagnostics switched on or off).
-    weights, penalties, gramians = ([o[key] for o in outputs if key in o] for key in ("weights", "penalty", "gramian"))
+    weights, penalties, gramians, residuals = ([o[key] for o in outputs if key in o]
+                                               for key in ("weights", "penalty", "gramian", "solver_residual"))
+    if residuals:
+        result["solver_residual"] = float(np.max(residuals))
     if weights:
         result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, np.mean(weights, axis=0))})
     if penalties:
@@ -304,16 +308,20 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         host_step = int(state.step)
         pending: list = []  # (step, device outputs) not yet read by the host
         pending_affinity: list = []  # (step, device [T, T] affinity) not yet read
+        warned_solver = False  # an unconverged solver is reported once per fit
 
         def sync():
             """Reads pending outputs; logs every ``log_every_steps``; applies the non-finite policy."""
-            nonlocal pending, pending_affinity
+            nonlocal pending, pending_affinity, warned_solver
             got = jax.device_get([out for _, out in pending])
             for (step, _), out in zip(pending, got):
                 if not bool(out["finite"]):
                     if nonfinite == "raise":
                         _raise_nonfinite(tasks, out, step, spe, checkpointer)
                     meta["skipped_steps"] += 1
+                if not warned_solver and float(out.get("solver_ratio", 0.0)) > 1.0:
+                    warned_solver = True
+                    _warn_unconverged(state.weighting_state, out, step)
                 epoch_outputs.append(out)
                 if writer is not None and log_every_steps and step % log_every_steps == 0:
                     writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
@@ -430,9 +438,21 @@ def _step_row(tasks, out, step, learning_rate_fn) -> dict:
         row.update(conflict.step_row(tasks, out["gramian"]))
     if "penalty" in out:
         row["train/penalty"] = float(out["penalty"])
+    if "solver_residual" in out:
+        row["train/solver_residual"] = float(out["solver_residual"])
     if learning_rate_fn is not None:
         row["train/learning_rate"] = float(learning_rate_fn(step - 1))
     return row
+
+
+def _warn_unconverged(weighting_state, out, step) -> None:
+    names = ", ".join(certificate.methods(weighting_state)) or "the aggregation method"
+    ratio, residual = float(out["solver_ratio"]), float(out["solver_residual"])
+    warnings.warn(f"{names}: the solver's residual {residual:.3g} at step {step} is {ratio:.3g}x its tolerance, so "
+                  "this step's direction is not certified exact (logged as train/solver_residual; reported once). "
+                  "In float32 badly conditioned or nearly Pareto-stationary task gradients cause it: "
+                  "jax.config.update('jax_enable_x64', True) computes the Gramian and the solve in float64",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _raise_nonfinite(tasks, out, step, spe, checkpointer):

@@ -9,8 +9,9 @@ compiled program.
 The train step computes per-task mean losses ``L_i`` over labelled elements, asks the
 weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
 optimizer (plus an optional parameter penalty). It returns the step's sufficient statistics (loss sums and counts, metric
-statistics of the pre-update forward pass), the weights, the gradient norm and ``finite``,
-all still on device. A step whose losses, gradients or updated state (parameters,
+statistics of the pre-update forward pass), the weights, the gradient norm, ``finite`` and,
+for methods that solve a problem (:mod:`mtl_jax.aggregation.certificate`), the worst solver
+residual and its ratio to the tolerance, all still on device. A step whose losses, gradients or updated state (parameters,
 optimizer and weighting state) are not finite leaves params, optimizer and weighting state
 untouched (only ``step`` advances); the loop then stops with an error naming the tasks and
 the step, or counts the step as skipped.
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_jax import metrics as metrics_lib
+from mtl_jax.aggregation import certificate
 from mtl_jax.data.batching import InputKey, select_inputs
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
@@ -114,6 +116,9 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
                                   weighting_state=weighting_state)
         outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,
                    "finite": finite, "stats": metric_stats(tasks, predictions, batch)}
+        report = certificate.worst(weighting_state)  # the worst solver residual of this step's methods
+        if report is not None:
+            outputs["solver_residual"], outputs["solver_ratio"] = report["residual"], report["ratio"]
         if gramian is not None:
             outputs["gramian"] = gramian
         if penalty_value is not None:
