@@ -6,13 +6,21 @@ heads. Rows: EW; every aggregator after equal weights at the feature level (grad
 the shared representation) and at the parameter level (the exact Gramian over all shared
 parameters, :mod:`mtl_jax.train.parameter_gramian`); and, for reference, the naive
 parameter-level Gramian: the full ``T x P`` Jacobian from ``jax.jacrev`` (a ``vmap`` over VJPs)
-followed by ``J J^T`` and UPGrad. Methods are timed round-robin, one waited-for step each in
-turn (``--samples`` turns), so drift on this noisy machine hits all alike; the table gives
-median step time / EW's. It also reports the compiled step's temporary memory (XLA's
-``memory_analysis``) next to the size of the ``T x P`` Jacobian, and checks that no step
-recompiled after its first call.
+followed by ``J J^T`` and UPGrad.
 
-    python benchmarks/aggregation_speed.py [--samples 30] [--quick]
+How it times: each method runs blocks of ``--block`` back-to-back steps (steady state, as in
+training: the host dispatches ahead while the device works), one block per method in turn,
+in a shuffled order each round (``--samples`` rounds), so drift on this noisy machine hits
+all alike; the table gives the median block time per step, absolute and as a ratio to EW's.
+It also reports the compiled step's temporary memory (XLA's ``memory_analysis``) next to the
+size of the ``T x P`` Jacobian, and checks that no step recompiled after its first call.
+
+When ``torch`` and ``torchjd`` are importable (never dependencies of mtl_jax: see
+benchmarks/README.md for the separate venv), the MLP setups also time, in the same process
+and the same interleaving, PyTorch's plain summed-loss step and torchjd's ``mtl_backward``
+with ``UPGrad`` on the same architecture and batch, and print both ratios.
+
+    python benchmarks/aggregation_speed.py [--samples 15] [--block 5] [--quick] [--methods upgrad,mgda] [--mlp-only]
 
 Targets (issue 5): feature level <= 1.3x EW at every T; parameter level <= 4x at T = 8 and
 <= 12x at T = 32 on the MLP; memory of the Gramian path not growing with T x P.
@@ -75,15 +83,65 @@ def naive_jacobian_step(model, tasks, optimizer, input_key):
     return jax.jit(step, donate_argnums=0)
 
 
+def torch_steps(num_tasks: int, batch):
+    """PyTorch's EW step and torchjd's UPGrad step on the MLP setup, or {} without torch/torchjd."""
+    try:
+        import torch
+        import torchjd
+        from torchjd.aggregation import UPGrad
+    except ImportError:
+        return {}
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.asarray(batch["x"]))
+    targets = [torch.from_numpy(np.asarray(batch[f"t{i}"])) for i in range(num_tasks)]
+
+    def build():
+        trunk = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
+                                    torch.nn.ReLU(), torch.nn.Linear(1024, 256), torch.nn.ReLU())
+        heads = torch.nn.ModuleList(torch.nn.Linear(256, 1) for _ in range(num_tasks))
+        return trunk, heads, torch.optim.Adam([*trunk.parameters(), *heads.parameters()], lr=1e-3)
+
+    def losses(trunk, heads):
+        features = trunk(x)
+        return features, [torch.mean((head(features)[:, 0] - t) ** 2) for head, t in zip(heads, targets)]
+
+    trunk_ew, heads_ew, optimizer_ew = build()
+
+    def ew():
+        optimizer_ew.zero_grad()
+        sum(losses(trunk_ew, heads_ew)[1]).backward()
+        optimizer_ew.step()
+
+    trunk_jd, heads_jd, optimizer_jd = build()
+    aggregator = UPGrad()
+
+    def upgrad():
+        optimizer_jd.zero_grad()
+        features, task_losses_ = losses(trunk_jd, heads_jd)
+        torchjd.mtl_backward(losses=task_losses_, features=features, aggregator=aggregator)
+        optimizer_jd.step()
+
+    return {"torch EW": ew, "torchjd UPGrad (parameter)": upgrad}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=30, help="timed steps per method and setup")
+    parser.add_argument("--samples", type=int, default=15, help="rounds: timed blocks per method and setup")
+    parser.add_argument("--block", type=int, default=5, help="back-to-back steps per timed block")
     parser.add_argument("--quick", action="store_true", help="fewer setups, methods and samples (a smoke run)")
+    parser.add_argument("--methods", default="", help="comma-separated aggregators to time (default: all)")
+    parser.add_argument("--mlp-only", action="store_true", help="skip the seed CNN setup")
     args = parser.parse_args()
     samples = 3 if args.quick else args.samples
     names = AGGREGATORS_TIMED[:3] if args.quick else AGGREGATORS_TIMED
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {samples} interleaved steps per method")
+    if args.methods:
+        names = [n for n in args.methods.split(",") if n]
+    order = np.random.default_rng(0)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median over {samples} interleaved blocks of "
+          f"{args.block} back-to-back steps per method")
     for title, model, tasks, data, input_key in setups(args.quick):
+        if args.mlp_only and input_key != "x":
+            continue
         batch = next(batches(data, len(next(iter(data.values())))))
         optimizer = optax.adam(1e-3)
         runs, memory = {}, {}
@@ -104,23 +162,43 @@ def main() -> None:
         state, out = naive(state, batch)
         jax.block_until_ready(out)
         runs["naive Jacobian + UPGrad"] = [naive, state, []]
-        for _ in range(samples):  # one step of every method in turn: drift hits all alike
-            for run in runs.values():
+        torch_runs = torch_steps(len(tasks), batch) if input_key == "x" else {}
+        for name, function in torch_runs.items():
+            function()  # warm-up
+            runs[name] = [function, None, []]
+        for _ in range(samples):  # one block of every method in turn, shuffled: drift hits all alike
+            for name in order.permutation(list(runs)):
+                run = runs[name]
                 step, state, times = run
                 start = time.perf_counter()
-                state, out = step(state, batch)
-                jax.block_until_ready(out)
-                times.append(time.perf_counter() - start)
+                if state is None:
+                    for _ in range(args.block):
+                        step()
+                else:
+                    for _ in range(args.block):
+                        state, out = step(state, batch)
+                    jax.block_until_ready(state)
+                times.append((time.perf_counter() - start) / args.block)
                 run[1] = state
         medians = {name: statistics.median(run[2]) for name, run in runs.items()}
         shared = sum(x.size for x in jax.tree.leaves(runs["equal (EW)"][1].params["trunk"]))
         jacobian_mib = len(tasks) * shared * 4 / 2 ** 20
         print(f"\n{title}: EW step {1e3 * medians['equal (EW)']:.1f} ms; T x P Jacobian {jacobian_mib:.0f} MiB")
         for name, run in runs.items():
+            if run[1] is None:
+                continue
             compiled = run[0]._cache_size()
             temp = memory[name].temp_size_in_bytes / 2 ** 20 if memory[name] is not None else float("nan")
-            print(f"  {name:<26} {medians[name] / medians['equal (EW)']:6.2f}x EW   temp memory {temp:6.0f} MiB"
-                  f"   compiled programs: {compiled}" + ("" if compiled == 1 else "  <- RECOMPILED"))
+            print(f"  {name:<26} {1e3 * medians[name]:7.1f} ms {medians[name] / medians['equal (EW)']:6.2f}x EW"
+                  f"   temp memory {temp:6.0f} MiB   compiled programs: {compiled}"
+                  + ("" if compiled == 1 else "  <- RECOMPILED"))
+        if torch_runs:
+            base = medians["torch EW"]
+            print(f"  torch EW                   {1e3 * base:7.1f} ms   1.00x torch EW")
+            ours = medians.get("upgrad (parameter)")
+            print(f"  torchjd UPGrad (parameter) {1e3 * medians['torchjd UPGrad (parameter)']:7.1f} ms "
+                  f"{medians['torchjd UPGrad (parameter)'] / base:6.2f}x torch EW"
+                  + (f"   (mtl_jax upgrad (parameter): {ours / medians['equal (EW)']:.2f}x EW)" if ours else ""))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ for a positive semi-definite Gramian ``G`` (any conditioning, rank-deficient inc
 
 They are solved by one primal active-set method: Lawson & Hanson's NNLS (1974), which with
 the simplex's equality constraint is Wolfe's min-norm-point algorithm (1976). Each iteration
-solves the equality-constrained problem on the current free set exactly (an
-eigendecomposition of its KKT matrix, pseudo-inverse for rank deficiency, one step of
-iterative refinement) and either moves to it or steps back to the boundary. It ends in
+solves the problem on the current free set exactly (bounds only: a Cholesky factor of the
+free block with a ridge of ``n eps``, refined twice against the unregularised block; with the
+equality: an eigendecomposition of the KKT matrix, pseudo-inverted for rank deficiency, with
+one refinement step) and either moves to it or steps back to the boundary. It ends in
 finitely many steps at the exact solution, whatever the conditioning; ``max_steps`` (``4T +
 20``) only guards against cycling in floating point and is never the normal exit.
 
@@ -67,18 +68,31 @@ def _free_set_solver(gramian, b, c):
     (and ``c^T z = 1`` unless ``c`` is None), from the KKT system of the free set."""
     n = gramian.shape[0]
     eps = jnp.finfo(gramian.dtype).eps
-    zero, one = jnp.zeros((1, 1), gramian.dtype), jnp.ones((1, 1), gramian.dtype)
 
-    def solve(free):
+    def solve_bounded(free):
+        # Without the equality the free block is positive semi-definite: Cholesky with a ridge of
+        # n eps (G has a unit diagonal), then refinement against the unregularised block.
         f = free.astype(gramian.dtype)
         block = gramian * jnp.outer(f, f) + jnp.diag(1.0 - f)
-        if c is None:  # the extra row and column are an identity: no equality constraint
-            edge, corner, last = jnp.zeros((n,), gramian.dtype), one, jnp.zeros((1,), gramian.dtype)
-        else:  # c^T z = 1 as (c / s)^T z = 1 / s, s the free set's largest c: a border at G's scale
-            size = jnp.maximum(jnp.max(c * f), jnp.finfo(gramian.dtype).tiny)
-            edge, corner, last = c * f / size, zero, jnp.ones((1,), gramian.dtype) / size
-        kkt = jnp.block([[block, edge[:, None]], [edge[None, :], corner]])
-        rhs = jnp.concatenate([b * f, last])
+        factor = jax.scipy.linalg.cho_factor(block + n * eps * jnp.diag(f), lower=True)
+        rhs = b * f
+        solution = jax.scipy.linalg.cho_solve(factor, rhs)
+        for _ in range(2):
+            solution = solution + jax.scipy.linalg.cho_solve(factor, rhs - block @ solution)
+        return solution * f
+
+    if c is None:
+        return solve_bounded
+
+    def solve(free):
+        # With c^T z = 1 the KKT matrix is indefinite: its eigendecomposition, pseudo-inverted.
+        # The border is c^T z = 1 as (c / s)^T z = 1 / s, s the free set's largest c: at G's scale.
+        f = free.astype(gramian.dtype)
+        block = gramian * jnp.outer(f, f) + jnp.diag(1.0 - f)
+        size = jnp.maximum(jnp.max(c * f), jnp.finfo(gramian.dtype).tiny)
+        edge = c * f / size
+        kkt = jnp.block([[block, edge[:, None]], [edge[None, :], jnp.zeros((1, 1), gramian.dtype)]])
+        rhs = jnp.concatenate([b * f, jnp.ones((1,), gramian.dtype) / size])
         values, vectors = jnp.linalg.eigh(kkt)
         keep = jnp.abs(values) > 0.5 * eps * jnp.max(jnp.abs(values))
         inverse = jnp.where(keep, 1.0 / jnp.where(keep, values, 1.0), 0.0)
