@@ -198,14 +198,3 @@ def solve_simplex(gramian, b=None, start=None) -> Solution:
 def min_norm_in_simplex(gramian) -> Solution:
     """``argmin_{v in simplex} v^T G v``: MGDA's min-norm point of the gradients' convex hull."""
     return solve_simplex(gramian)
-
-
-def project_to_simplex(v):
-    """Euclidean projection onto ``{x >= 0, sum x = 1}`` (Duchi et al. 2008)."""
-    n = v.shape[0]
-    u = jnp.sort(v)[::-1]
-    cumulative = jnp.cumsum(u) - 1
-    index = jnp.arange(1, n + 1, dtype=v.dtype)
-    rho = jnp.max(jnp.where(u - cumulative / index > 0, jnp.arange(n), 0))
-    theta = cumulative[rho] / (rho + 1)
-    return jnp.maximum(v - theta, 0)
