@@ -1,10 +1,18 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 # Tests never touch the user's cache; the session's data live in a temporary folder.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One compilation cache for this test run, shared by the xdist workers and the CLI subprocesses
+# the tests start (JAX reads these variables when it starts): a program already compiled by
+# another process of the same run is loaded, not compiled again. A cache hit runs the same
+# executable, so results are unchanged.
+_run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"mtl-jax-tests-{_run_id}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 @pytest.fixture(scope="session")
