@@ -6,13 +6,14 @@ from mtl_jax import cpu_flags
 
 cpu_flags.apply()  # before anything can start a JAX backend: see mtl_jax/cpu_flags.py
 
-from mtl_jax import checks, data, losses, metrics, models, train, weighting
+from mtl_jax import aggregation, balancing, checks, data, losses, metrics, models, train, weighting
+from mtl_jax.balancing import chain
 from mtl_jax.metrics import delta_m
 from mtl_jax.tasks import Task, binary, classification, depth, multilabel, regression, segmentation
 from mtl_jax.train import TrainState, evaluate, fit, plot_history, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["checks", "data", "losses", "metrics", "models", "train", "weighting", "delta_m", "Task", "binary",
-           "classification", "depth", "multilabel", "regression", "segmentation", "TrainState", "evaluate", "fit",
-           "plot_history", "predict"]
+__all__ = ["aggregation", "balancing", "chain", "checks", "data", "losses", "metrics", "models", "train", "weighting",
+           "delta_m", "Task", "binary", "classification", "depth", "multilabel", "regression", "segmentation",
+           "TrainState", "evaluate", "fit", "plot_history", "predict"]

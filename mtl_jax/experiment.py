@@ -29,8 +29,7 @@ from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import NO_TRUNK, build_model
 from mtl_jax.models.sharing_penalties import make_penalty
-from mtl_jax.aggregation import aggregated
-from mtl_jax.weighting.base import at_level, observed
+from mtl_jax.balancing import at_level, chain, observed
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.files import atomic_write, write_json
@@ -115,14 +114,13 @@ def make_weighting(name: str, tasks: tuple[Task, ...], kwargs: dict, *, steps_pe
         weighting = factory(tasks, **kwargs)
     except TypeError as error:
         raise ValueError(f"weighting {name!r}: bad weighting_kwargs {sorted(kwargs)} ({error})") from error
-    weighting = log_losses(weighting) if log else weighting
+    pieces = [log_losses(), weighting] if log else [weighting]
     if aggregator != "none":
         try:
-            method = AGGREGATORS.get(aggregator)(**(aggregator_kwargs or {}))
+            pieces.append(AGGREGATORS.get(aggregator)(**(aggregator_kwargs or {})))
         except TypeError as error:
             raise ValueError(f"aggregator {aggregator!r}: bad aggregator_kwargs ({error})") from error
-        weighting = aggregated(weighting, method)
-    weighting = at_level(weighting, level)
+    weighting = at_level(chain(*pieces), level)
     return observed(weighting, level) if diagnostics else weighting
 
 

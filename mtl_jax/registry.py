@@ -25,25 +25,39 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
 
-    def register(self, name: str, description: str):
+    def register(self, name: str, description: str, aliases: tuple[str, ...] = ()):
+        """Registers ``name`` (the public function's name) and older or common ``aliases`` of it."""
         def decorate(factory):
-            if name in self._entries and self._entries[name].factory is not factory:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            for key in (name, *aliases):
+                taken = self._entries.get(self._aliases.get(key, key))
+                if taken is not None and taken.factory is not factory:
+                    raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._entries[name] = Entry(factory, description)
+            self._aliases.update({alias: name for alias in aliases})
             return factory
         return decorate
 
+    def canonical(self, name: str) -> str:
+        """``name`` itself, or the name an alias stands for."""
+        return self._aliases.get(name, name)
+
     def get(self, name: str) -> Callable:
-        if name not in self._entries:
+        if self.canonical(name) not in self._entries:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}")
-        return self._entries[name].factory
+        return self._entries[self.canonical(name)].factory
 
     def describe(self) -> list[tuple[str, str]]:
-        return sorted((name, entry.description) for name, entry in self._entries.items())
+        """``(name, description)`` pairs; a description ends with the name's aliases, if any."""
+        also = {}
+        for alias, name in self._aliases.items():
+            also.setdefault(name, []).append(alias)
+        return sorted((name, entry.description + (f" (also: {', '.join(sorted(also[name]))})" if name in also else ""))
+                      for name, entry in self._entries.items())
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return self.canonical(name) in self._entries
 
 
 DATASETS = Registry("dataset")

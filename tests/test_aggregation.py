@@ -6,10 +6,11 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.aggregation import (JacobianAggregator, aggregated, aligned_mtl, cagrad, config, dualproj, graddrop,
+from mtl_jax.aggregation import (aligned_mtl, cagrad, config, dualproj, graddrop,
                                  gradvac, imtl_g, mean, mgda, nash_mtl, pcgrad, sum_, upgrad)
 from mtl_jax.aggregation.aligned_mtl import balance_matrix
 from mtl_jax.aggregation.graddrop import graddrop_direction
+from mtl_jax.balancing import Direction, Info, at_level, chain
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.registry import AGGREGATORS
@@ -28,9 +29,13 @@ def _jacobian(seed, tasks, dim=12, conflict=False):
     return jnp.asarray(jacobian, jnp.float32)
 
 
+def _info(gramian):
+    return Info(jnp.ones(gramian.shape[0]), gramian)
+
+
 def _coefficients(aggregator, jacobian, key=KEY):
     gramian = jacobian @ jacobian.T
-    return jax.jit(lambda g: aggregator.update(g, aggregator.init(g.shape[0]), key)[0])(gramian)
+    return jax.jit(lambda g: aggregator.update(_info(g), aggregator.init(g.shape[0]), key)[0])(gramian)
 
 
 JACOBIANS = [(seed, t, c) for seed, t, c in [(0, 2, False), (1, 3, False), (2, 5, False), (3, 3, True),
@@ -109,7 +114,7 @@ DEGENERATE = {
 }
 
 
-GRAMIAN_AGGREGATORS = [n for n, _ in AGGREGATORS.describe() if not isinstance(AGGREGATORS.get(n)(), JacobianAggregator)]
+GRAMIAN_AGGREGATORS = [n for n, _ in AGGREGATORS.describe() if AGGREGATORS.get(n)().needs != "feature_jacobian"]
 
 
 @pytest.mark.parametrize("name", GRAMIAN_AGGREGATORS)
@@ -122,14 +127,16 @@ def test_every_aggregator_stays_finite_on_degenerate_gradients(name, case):
 @pytest.mark.parametrize("case", sorted(DEGENERATE))
 def test_graddrop_stays_finite_on_degenerate_gradients(case):
     jacobian = DEGENERATE[case][:, None, :]  # [T, batch 1, features]
-    d = graddrop().update(jacobian, (), KEY)[0]
+    d = graddrop().update(Info(jnp.ones(jacobian.shape[0]), None, jacobian), (), KEY)[0]
+    assert isinstance(d, Direction)
+    d = d.cotangent
     assert d.shape == jacobian.shape[1:] and np.isfinite(np.asarray(d)).all()
 
 
 def test_aggregation_sees_the_weighted_gradients():
     jacobian = _jacobian(2, 3)
-    combined = aggregated(static([1.0, 2.0, 0.5]), mgda())
-    weights, _ = combined.update(jnp.ones(3), combined.init(3), KEY, jacobian @ jacobian.T)
+    combined = chain(static([1.0, 2.0, 0.5]), mgda())
+    weights, _ = combined.update(_info(jacobian @ jacobian.T), combined.init(3), KEY)
     weighted = jacobian * jnp.array([1.0, 2.0, 0.5])[:, None]
     expected = _coefficients(mgda(), weighted) * jnp.array([1.0, 2.0, 0.5])
     np.testing.assert_allclose(weights, expected, rtol=1e-4, atol=1e-6)
@@ -200,10 +207,10 @@ def test_nash_mtl_with_one_task_is_plain_descent_and_reuses_coefficients():
     method = nash_mtl(update_every=3)
     first, second = _jacobian(1, 3), _jacobian(2, 3)
     state = method.init(3)
-    a1, state = method.update(first @ first.T, state, KEY)
-    a2, state = method.update(second @ second.T, state, KEY)  # not recomputed
-    a3, state = method.update(second @ second.T, state, KEY)
-    a4, state = method.update(second @ second.T, state, KEY)  # recomputed on step 4
+    a1, state = method.update(_info(first @ first.T), state, KEY)
+    a2, state = method.update(_info(second @ second.T), state, KEY)  # not recomputed
+    a3, state = method.update(_info(second @ second.T), state, KEY)
+    a4, state = method.update(_info(second @ second.T), state, KEY)  # recomputed on step 4
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(a1, a3)
     np.testing.assert_allclose(a4, _coefficients(nash_mtl(), second), rtol=1e-5)
@@ -213,7 +220,7 @@ def test_gradvac_with_zero_goals_is_pcgrad_on_two_tasks_and_learns_its_goals():
     g1, g2 = jnp.array([1.0, 0.0, 0.5]), jnp.array([-1.0, 1.0, 0.0])
     jacobian = jnp.stack([g1, g2])
     method = gradvac(beta=0.25)
-    coefficients, goals = method.update(jacobian @ jacobian.T, method.init(2), KEY)
+    coefficients, goals = method.update(_info(jacobian @ jacobian.T), method.init(2), KEY)
     np.testing.assert_allclose(coefficients, _coefficients(pcgrad(), jacobian), rtol=1e-5)
     cosine = float(g1 @ g2 / jnp.linalg.norm(g1) / jnp.linalg.norm(g2))
     np.testing.assert_allclose(goals, [[0.0, 0.25 * cosine], [0.25 * cosine, 0.0]], rtol=1e-5, atol=1e-7)
@@ -223,7 +230,7 @@ def test_gradvac_lifts_a_similarity_below_its_goal_to_the_goal():
     g1, g2 = jnp.array([1.0, 0.2, 0.0]), jnp.array([0.1, 1.0, 0.3])  # cosine ~0.28: no conflict
     jacobian = jnp.stack([g1, g2])
     goals = jnp.array([[0.0, 0.6], [-1.0, 0.0]])  # task 1 aims at 0.6; task 2's goal is never above
-    coefficients, _ = gradvac(beta=0.1).update(jacobian @ jacobian.T, goals, KEY)
+    coefficients, _ = gradvac(beta=0.1).update(_info(jacobian @ jacobian.T), goals, KEY)
     new_g1 = coefficients @ jacobian - g2  # task 2's gradient is unchanged
     cosine = float(new_g1 @ g2 / jnp.linalg.norm(new_g1) / jnp.linalg.norm(g2))
     np.testing.assert_allclose(cosine, 0.6, rtol=1e-4)
@@ -279,7 +286,7 @@ def test_graddrop_reduces_the_batch_before_choosing_signs():
 
 def test_graddrop_exists_only_at_the_feature_level():
     with pytest.raises(ValueError, match="feature"):
-        aggregated(static([1.0, 1.0]), graddrop(), "parameter")
+        at_level(chain(static([1.0, 1.0]), graddrop()), "parameter")
 
 
 @pytest.mark.parametrize("name,kwargs,level", [("gradvac", {"beta": 0.5}, "feature"),

@@ -27,7 +27,7 @@ VECTOR_MODELS = {
     "mmoe": lambda: mmoe(TASKS, num_experts=3, expert_features=(16,), tower_hidden=(8,)),
     "mmoe_encoder": lambda: mmoe(TASKS, num_experts=3, expert_features=(16,), encoder=MLP((12,))),
     "cgc": lambda: ple(TASKS, levels=1, expert_features=(16,)),
-    "ple": lambda: ple(TASKS, levels=3, shared_experts=2, task_experts=1, expert_features=(16, 8)),
+    "ple": lambda: ple(TASKS, levels=2, shared_experts=2, task_experts=1, expert_features=(16, 8)),
     "cross_stitch": lambda: task_columns(TASKS, features=(16, 8)),
     "columns": lambda: task_columns(TASKS, features=(16, 8), stitch=False),
 }

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from mtl_jax import experiment  # noqa: F401 - registers every named piece
+from mtl_jax.balancing import Info
 from mtl_jax.config import apply_overrides, config_changes, default_config, load_config
 from mtl_jax.data.catalog import HOUSES
 from mtl_jax.models.catalog import build_model
@@ -129,8 +130,8 @@ def test_every_shipped_config_resolves_every_name(path):
                                           steps_per_epoch=10, log=config.log_losses, aggregator=config.aggregator,
                                           aggregator_kwargs=dict(config.aggregator_kwargs),
                                           level=config.gradient_level, diagnostics=config.gradient_diagnostics)
-    extra = (jnp.eye(len(tasks)),) if weighting.needs.endswith("_gramian") else ()
-    weights, _ = weighting.update(jnp.ones(len(tasks)), weighting.init(len(tasks)), jax.random.PRNGKey(0), *extra)
+    info = Info(jnp.ones(len(tasks)), jnp.eye(len(tasks)) if weighting.needs.endswith("_gramian") else None)
+    weights, _ = weighting.update(info, weighting.init(len(tasks)), jax.random.PRNGKey(0))
     assert weights.shape == (len(tasks),)
 
 

@@ -14,7 +14,7 @@ from mtl_jax.diagnostics.conflict import step_row
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.tasks import task_losses
 from mtl_jax.weighting import static
-from mtl_jax.weighting.base import observed
+from mtl_jax.balancing import observed
 
 
 def test_cosines_and_conflicts_from_a_gramian():

@@ -211,7 +211,7 @@ def test_the_step_logs_the_worst_residual_and_warns_once_when_a_solve_is_not_cer
     data = toy_regression_classification(32)
     tasks = (mtl.regression("y"), mtl.classification("label", 3))
     model = hard_sharing(MLP((16,)), tasks)
-    weighting = mtl.aggregation.aggregated(static((1.0, 1.0)), mtl.aggregation.upgrad())
+    weighting = mtl.chain(static((1.0, 1.0)), mtl.aggregation.upgrad())
     _, history = mtl.fit(model, tasks, data, epochs=1, batch_size=8, input_key="x", progress=False,
                          weighting=weighting, workdir=tmp_path / "a", tensorboard=False, log_every_steps=1,
                          optimizer=optax.adam(1e-2))
@@ -223,7 +223,7 @@ def test_the_step_logs_the_worst_residual_and_warns_once_when_a_solve_is_not_cer
     monkeypatch.setattr(upgrad_module, "issue", lambda method, residual, tol: issue(method, residual + 1.0, tol))
     mtl.aggregation.upgrad.cache_clear()
     try:
-        weighting = mtl.aggregation.aggregated(static((1.0, 1.0)), mtl.aggregation.upgrad())
+        weighting = mtl.chain(static((1.0, 1.0)), mtl.aggregation.upgrad())
         with pytest.warns(RuntimeWarning, match=r"upgrad: the solver's residual .* at step 1 is .* its tolerance") as seen:
             mtl.fit(model, tasks, data, epochs=1, batch_size=8, input_key="x", progress=False, weighting=weighting)
         assert len([w for w in seen if "solver's residual" in str(w.message)]) == 1

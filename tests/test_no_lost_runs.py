@@ -30,7 +30,7 @@ from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.workdir_lock import LOCK_FILE, WorkdirInUse
 from mtl_jax.train.writers import read_rows
 from mtl_jax.weighting import static
-from mtl_jax.weighting.base import observed
+from mtl_jax.balancing import observed
 
 from conftest import toy_regression_classification
 

@@ -25,3 +25,17 @@ def test_readme_architecture_example_runs(data_dir):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["gates"]["gate_click"].shape == (128, 4)
     assert len(namespace["history"]["train/penalty"]) == 1
+
+
+def test_readme_custom_loop_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "def train_step" in block)
+    assert "range(300)" in code
+    namespace = {}
+    exec(compile(code.replace("range(300)", "range(60)"), "README.md", "exec"), namespace)
+    model, x, y, label = (namespace[k] for k in ("model", "x", "y", "label"))
+    first = namespace["task_losses"](model.init(namespace["jax"].random.PRNGKey(1), x)["params"], x, y, label)
+    final = namespace["losses"]
+    assert (final < 0.7 * first).all(), (first, final)
+    state = namespace["method_state"]
+    assert len(state) == 3  # one state per piece of the chain

@@ -7,14 +7,14 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.aggregation import aggregated, mgda
+from mtl_jax.aggregation import mgda
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import SeedCNN, hard_sharing
 from mtl_jax.tasks import task_losses
 from mtl_jax.train import create_train_state, make_train_step
 from mtl_jax.train import parameter_gramian as pg
 from mtl_jax.weighting import static
-from mtl_jax.weighting.base import Weighting, at_level, observed
+from mtl_jax.balancing import Method, at_level, chain, observed
 
 
 class MixedTrunk(nn.Module):
@@ -101,7 +101,7 @@ def test_the_update_is_the_gradient_of_the_weighted_sum_of_losses(level):
     tasks = _tasks(3)
     model = hard_sharing(MixedTrunk(), tasks)
     batch = _batch(tasks, (8, 8, 3), seed=3)
-    weighting = aggregated(static((1.0, 2.0, 0.5)), mgda(), level)
+    weighting = at_level(chain(static((1.0, 2.0, 0.5)), mgda()), level)
     params, new_state, out = _step_outputs(model, tasks, weighting, batch)
     weights = out["weights"]
 
@@ -122,8 +122,8 @@ def test_feature_and_parameter_levels_agree_on_a_single_linear_layer_with_orthon
     model = hard_sharing(LinearTrunk(), tasks)
     batch = _batch(tasks, (10,), seed=5)
     batch["x"] = np.linalg.qr(np.random.default_rng(1).normal(size=(10, 6)))[0].T.astype(np.float32)  # 6 x 10
-    feature = _step_outputs(model, tasks, aggregated(static((1.0,) * 4), mgda(), "feature"), batch)[2]
-    parameter = _step_outputs(model, tasks, aggregated(static((1.0,) * 4), mgda(), "parameter"), batch)[2]
+    feature = _step_outputs(model, tasks, at_level(chain(static((1.0,) * 4), mgda()), "feature"), batch)[2]
+    parameter = _step_outputs(model, tasks, at_level(chain(static((1.0,) * 4), mgda()), "parameter"), batch)[2]
     np.testing.assert_allclose(parameter["gramian"], feature["gramian"], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(parameter["weights"], feature["weights"], rtol=1e-3, atol=1e-5)
 
@@ -152,7 +152,7 @@ def test_describe_says_how_each_shared_tensor_enters_the_gramian():
 def test_levels_move_gramian_methods_and_leave_loss_only_methods_alone():
     loss_only = static((1.0, 1.0))
     assert at_level(loss_only, "parameter") is loss_only
-    moved = at_level(aggregated(loss_only, mgda()), "parameter")
+    moved = at_level(mtl.chain(loss_only, mgda()), "parameter")
     assert moved.needs == "parameter_gramian"
     assert observed(loss_only, "parameter").needs == "parameter_gramian"
     with pytest.raises(ValueError, match="gradient level"):
@@ -162,7 +162,7 @@ def test_levels_move_gramian_methods_and_leave_loss_only_methods_alone():
 def test_the_parameter_level_step_compiles_once():
     tasks = _tasks(3)
     model = hard_sharing(MixedTrunk(), tasks)
-    weighting = aggregated(static((1.0,) * 3), mgda(), "parameter")
+    weighting = at_level(chain(static((1.0,) * 3), mgda()), "parameter")
     optimizer = optax.adam(1e-3)
     state = create_train_state(model, tasks, optimizer, weighting, _batch(tasks, (8, 8, 3))["x"][:2])
     step = make_train_step(model, tasks, optimizer, weighting, "x")
@@ -178,7 +178,7 @@ def test_a_model_without_the_sharing_contract_gets_a_clear_error():
             return {"r0": nn.Dense(1)(x)[:, 0]}
 
     tasks = (mtl.regression("r0"),)
-    weighting = Weighting(lambda n: (), lambda losses, state, key, gramian: (jnp.ones(1), state), "parameter_gramian")
+    weighting = Method(lambda n: (), lambda info, state, key: (jnp.ones(1), state), "parameter_gramian")
     with pytest.raises(TypeError, match="represent"):
         make_train_step(Plain(), tasks, optax.sgd(0.1), weighting, "x")
 

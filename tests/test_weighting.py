@@ -13,7 +13,8 @@ from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.train import create_train_state, make_train_step
-from mtl_jax.weighting import (Weighting, db_mtl, dwa, famo, geometric, gradnorm, imtl_l, log_losses,
+from mtl_jax.balancing import Info, Method, chain
+from mtl_jax.weighting import (db_mtl, dwa, famo, geometric, gradnorm, imtl_l, log_losses,
                                random_weighting, static, uncertainty)
 
 from conftest import toy_regression_classification
@@ -33,8 +34,8 @@ def _run(method, losses_per_step, grad_norms=None):
 
     def body(state, inputs):
         step, losses, norm = inputs
-        extra = (jnp.diag(norm ** 2),) if method.needs == "feature_gramian" else ()
-        weights, state = method.update(losses, state, jax.random.fold_in(KEY, step), *extra)
+        gramian = jnp.diag(norm ** 2) if method.needs == "feature_gramian" else None
+        weights, state = method.update(Info(losses, gramian), state, jax.random.fold_in(KEY, step))
         return state, weights
 
     steps = jnp.arange(len(losses_per_step))
@@ -66,9 +67,9 @@ def test_dwa_matches_its_formula_on_a_loss_history():
 def test_rlw_weights_sum_to_t_and_change_with_the_key():
     method = random_weighting()
     losses = jnp.ones(5)
-    w1, _ = method.update(losses, method.init(5), jax.random.PRNGKey(1))
-    w2, _ = method.update(losses, method.init(5), jax.random.PRNGKey(2))
-    again, _ = method.update(losses, method.init(5), jax.random.PRNGKey(1))
+    w1, _ = method.update(Info(losses), method.init(5), jax.random.PRNGKey(1))
+    w2, _ = method.update(Info(losses), method.init(5), jax.random.PRNGKey(2))
+    again, _ = method.update(Info(losses), method.init(5), jax.random.PRNGKey(1))
     np.testing.assert_allclose([w1.sum(), w2.sum()], 5.0, rtol=1e-6)
     assert (w1 > 0).all() and not np.allclose(w1, w2)
     np.testing.assert_array_equal(w1, again)
@@ -80,7 +81,7 @@ def _task_losses(theta):
 
 def _weighted_gradient(method, theta, scale=jnp.ones(3)):
     losses = scale * _task_losses(theta)
-    weights, _ = method.update(losses, method.init(3), KEY)
+    weights, _ = method.update(Info(losses), method.init(3), KEY)
     return jax.grad(lambda t: jnp.sum(jax.lax.stop_gradient(weights) * scale * _task_losses(t)))(theta)
 
 
@@ -95,7 +96,7 @@ def test_gls_weights_give_the_gradient_of_the_geometric_mean():
 
 def test_log_losses_make_any_method_invariant_to_loss_scales():
     theta = jnp.array([0.3, -0.2, 0.7])
-    method = log_losses(static([1.0, 1.0, 1.0]), eps=0.0)
+    method = chain(log_losses(eps=0.0), static([1.0, 1.0, 1.0]))
     log_sum = lambda t: jnp.sum(jnp.log(_task_losses(t)))  # noqa: E731
     np.testing.assert_allclose(_weighted_gradient(method, theta), jax.grad(log_sum)(theta), rtol=1e-5)
     np.testing.assert_allclose(_weighted_gradient(method, theta, jnp.array([1e3, 1.0, 1e-3])),
@@ -151,7 +152,7 @@ def test_the_feature_level_step_equals_the_ordinary_step_for_the_same_weights():
     data = toy_regression_classification(16)
     batch = {**data, "_valid": np.ones(16, np.float32)}
     fixed = jnp.array([1.0, 0.5])
-    feature = Weighting(lambda n: (), lambda losses, state, key, gramian: (fixed, state), "feature_gramian")
+    feature = Method(lambda n: (), lambda info, state, key: (fixed, state), "feature_gramian")
     results = []
     for weighting in (static([1.0, 0.5]), feature):
         state = create_train_state(MODEL, TASKS, optax.sgd(0.1), weighting, data["x"][:2])

@@ -16,11 +16,10 @@ Alignment for Multi-Task Learning", CVPR 2023.
 """
 from __future__ import annotations
 
-import functools
-
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
+from mtl_jax.balancing import Method, from_gramian
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -42,6 +41,6 @@ def aligned_mtl_coefficients(gramian):
 
 @AGGREGATORS.register("aligned_mtl", "Aligned-MTL (Senushkin et al. 2023): the sum of the task gradients made "
                                      "orthogonal and of equal norm (condition number 1)")
-@functools.lru_cache(maxsize=1)
-def aligned_mtl() -> Aggregator:
-    return stateless(lambda gramian, key: aligned_mtl_coefficients(gramian))
+@by_value
+def aligned_mtl() -> Method:
+    return from_gramian(lambda gramian, key: aligned_mtl_coefficients(gramian))

@@ -33,12 +33,11 @@ computing the root of an equation", BIT 11, 1971 (Illinois).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 from mtl_jax.aggregation.certificate import Certificate, certified, issue
 from mtl_jax.aggregation.qp import solve_simplex, tolerance
 from mtl_jax.registry import AGGREGATORS
@@ -89,8 +88,9 @@ def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, 
     target = tolerance(dtype)
 
     def keep_going(carry):
-        (lo, hi, h_lo, h_hi, side, steps), (w, d, gap) = carry
-        return (gap > target) & (steps < MAX_STEPS) & (h_lo < 0) & (h_hi > 0) & (hi - lo > 4 * jnp.finfo(dtype).eps * jnp.abs(hi))
+        (lo, hi, h_lo, h_hi, _, steps), (_, _, gap) = carry
+        wide = hi - lo > 4 * jnp.finfo(dtype).eps * jnp.abs(hi)
+        return (gap > target) & (steps < MAX_STEPS) & (h_lo < 0) & (h_hi > 0) & wide
 
     def step(carry):
         (lo, hi, h_lo, h_hi, side, steps), (w, d, gap) = carry
@@ -110,7 +110,7 @@ def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, 
                 (jnp.where(better, w_new, w), jnp.where(better, d_new, d), jnp.minimum(gap, gap_new)))
 
     start = ((lo, hi, h_lo, h_hi, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)), best)
-    _, (w, coefficients, gap) = jax.lax.while_loop(keep_going, step, start)
+    _, (_, coefficients, gap) = jax.lax.while_loop(keep_going, step, start)
     return coefficients / divisor, issue("cagrad", gap, 10 * tolerance(dtype))
 
 
@@ -120,8 +120,8 @@ def cagrad_coefficients(gramian, c: float = 0.4, rescale: int = 1):
 
 @AGGREGATORS.register("cagrad", "CAGrad (Liu et al. 2021), c: best worst-task improvement within a ball of radius "
                                 "c ||mean|| around the mean gradient")
-@functools.lru_cache(maxsize=16)
-def cagrad(c: float = 0.4, rescale: int = 1) -> Aggregator:
+@by_value
+def cagrad(c: float = 0.4, rescale: int = 1) -> Method:
     if c < 0:
         raise ValueError(f"CAGrad's c must be >= 0, got {c}")
     if rescale not in (0, 1, 2):

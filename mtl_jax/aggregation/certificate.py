@@ -16,7 +16,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
 
 
 @flax.struct.dataclass
@@ -34,9 +34,11 @@ def issue(method: str, residual, tolerance: float) -> Certificate:
     return Certificate(jnp.asarray(residual, jnp.float32), jnp.asarray(tolerance, jnp.float32), method)
 
 
-def certified(method: str, solve: Callable[[jax.Array, jax.Array], tuple[jax.Array, Certificate]]) -> Aggregator:
-    """A stateless aggregator from ``solve(gramian, key) -> (coefficients, certificate)``."""
-    return Aggregator(lambda num_tasks: blank(method), lambda gramian, state, key: solve(gramian, key))
+def certified(method: str, solve: Callable[[jax.Array, jax.Array], tuple[jax.Array, Certificate]]) -> Method:
+    """An aggregator whose state is its last solve's certificate, from ``solve(gramian, key) ->
+    (coefficients, certificate)``."""
+    return Method(lambda num_tasks: blank(method), lambda info, state, key: solve(info.gramian, key),
+                  needs="feature_gramian")
 
 
 def _certificates(tree: Any) -> list[Certificate]:

@@ -18,11 +18,10 @@ Informed Neural Networks", ICLR 2025 (arXiv:2408.11104, 2024).
 """
 from __future__ import annotations
 
-import functools
-
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
+from mtl_jax.balancing import Method, from_gramian
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -39,6 +38,6 @@ def config_coefficients(gramian):
 
 @AGGREGATORS.register("config", "ConFIG (Liu et al. 2024): the direction with equal cosine to every task gradient, "
                                 "with the sum of their projections as its length")
-@functools.lru_cache(maxsize=1)
-def config() -> Aggregator:
-    return stateless(lambda gramian, key: config_coefficients(gramian))
+@by_value
+def config() -> Method:
+    return from_gramian(lambda gramian, key: config_coefficients(gramian))

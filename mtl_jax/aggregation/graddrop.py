@@ -23,12 +23,11 @@ NeurIPS 2020.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import JacobianAggregator
+from mtl_jax.balancing import Direction, Method
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -50,12 +49,13 @@ def graddrop_direction(jacobian, key, leak: float = 0.0, batch_reduce: bool = Tr
 
 @AGGREGATORS.register("graddrop", "GradDrop (Chen et al. 2020), leak: per coordinate of the shared representation, "
                                   "keep only one sign of the task gradients (feature level only)")
-@functools.lru_cache(maxsize=16)
-def graddrop(leak: float = 0.0, batch_reduce: bool = True) -> JacobianAggregator:
+@by_value
+def graddrop(leak: float = 0.0, batch_reduce: bool = True) -> Method:
     if not 0 <= leak <= 1:
         raise ValueError(f"GradDrop's leak must be in [0, 1], got {leak}")
 
-    def update(jacobian, state, key):
-        return graddrop_direction(jacobian, key, float(leak), bool(batch_reduce)), state
+    def update(info, state, key):
+        cotangent = graddrop_direction(info.jacobian, key, float(leak), bool(batch_reduce))
+        return Direction(jnp.ones_like(info.losses), cotangent), state
 
-    return JacobianAggregator(lambda num_tasks: (), update)
+    return Method(lambda num_tasks: (), update, needs="feature_jacobian")

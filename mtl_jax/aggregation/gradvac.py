@@ -21,12 +21,11 @@ Improving Multi-task Optimization in Massively Multilingual Models", ICLR 2021.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -61,16 +60,17 @@ def gradvac_coefficients(gramian, goals, key, beta: float):
 
 @AGGREGATORS.register("gradvac", "GradVac (Wang et al. 2021), beta: align each pair of gradients to an EMA goal "
                                  "of their cosine similarity")
-@functools.lru_cache(maxsize=16)
-def gradvac(beta: float = 0.01) -> Aggregator:
+@by_value
+def gradvac(beta: float = 0.01) -> Method:
     if not 0 < beta <= 1:
         raise ValueError(f"GradVac's beta must be in (0, 1], got {beta}")
 
     def init(num_tasks: int):
         return jnp.zeros((num_tasks, num_tasks), jnp.float32)
 
-    def update(gramian, goals, key):
+    def update(info, goals, key):
+        gramian = info.gramian
         coefficients, goals = gradvac_coefficients(gramian, goals.astype(gramian.dtype), key, float(beta))
         return coefficients, goals.astype(jnp.float32)
 
-    return Aggregator(init, update)
+    return Method(init, update, needs="feature_gramian")

@@ -15,11 +15,10 @@ References: L. Liu, Y. Li, Z. Kuang, J.-H. Xue, Y. Chen, W. Yang, Q. Liao, W. Zh
 """
 from __future__ import annotations
 
-import functools
-
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
+from mtl_jax.balancing import Method, from_gramian
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -38,6 +37,6 @@ def imtl_g_coefficients(gramian):
 
 @AGGREGATORS.register("imtl_g", "IMTL-G (Liu et al. 2021): the direction with equal projections on every task's "
                                 "unit gradient")
-@functools.lru_cache(maxsize=1)
-def imtl_g() -> Aggregator:
-    return stateless(lambda gramian, key: imtl_g_coefficients(gramian))
+@by_value
+def imtl_g() -> Method:
+    return from_gramian(lambda gramian, key: imtl_g_coefficients(gramian))

@@ -16,12 +16,11 @@ multiobjective optimization", 2012.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 from mtl_jax.aggregation.certificate import Certificate, certified, issue
 from mtl_jax.aggregation.qp import min_norm_in_simplex, tolerance
 from mtl_jax.registry import AGGREGATORS
@@ -43,6 +42,6 @@ def mgda_coefficients(gramian):
 
 @AGGREGATORS.register("mgda", "MGDA (Sener & Koltun 2018): min-norm point of the gradients' convex hull, a "
                               "common descent direction")
-@functools.lru_cache(maxsize=1)
-def mgda() -> Aggregator:
+@by_value
+def mgda() -> Method:
     return certified("mgda", lambda gramian, key: mgda_solve(gramian))

@@ -24,13 +24,13 @@ E. Fetaya. "Multi-Task Learning as a Bargaining Game", ICML 2022.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 from mtl_jax.aggregation.certificate import Certificate, blank, issue
 from mtl_jax.aggregation.qp import tolerance
 from mtl_jax.registry import AGGREGATORS
@@ -77,15 +77,16 @@ class NashState(NamedTuple):
 
 @AGGREGATORS.register("nash_mtl", "Nash-MTL (Navon et al. 2022), update_every: Nash bargaining between tasks, "
                                   "a_i <g_i, d> = 1")
-@functools.lru_cache(maxsize=16)
-def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Aggregator:
+@by_value
+def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Method:
     if update_every < 1:
         raise ValueError(f"Nash-MTL's update_every must be >= 1, got {update_every}")
 
     def init(num_tasks: int) -> NashState:
         return NashState(jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32), blank("nash_mtl"))
 
-    def update(gramian, state: NashState, key):
+    def update(info, state: NashState, key):
+        gramian = info.gramian
         del key
         fresh = state.count % update_every == 0
         coefficients, certificate = jax.lax.cond(
@@ -93,4 +94,4 @@ def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Aggregator:
             lambda: (state.coefficients, state.certificate))
         return coefficients, NashState(coefficients, state.count + 1, certificate)
 
-    return Aggregator(init, update)
+    return Method(init, update, needs="feature_gramian")

@@ -14,12 +14,11 @@ Multi-Task Learning", NeurIPS 2020.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator, stateless
+from mtl_jax.balancing import Method, from_gramian
+from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
@@ -43,6 +42,6 @@ def pcgrad_coefficients(gramian, key):
 
 @AGGREGATORS.register("pcgrad", "PCGrad (Yu et al. 2020): remove each gradient's conflicting components, in a "
                                 "random task order per step")
-@functools.lru_cache(maxsize=1)
-def pcgrad() -> Aggregator:
-    return stateless(pcgrad_coefficients)
+@by_value
+def pcgrad() -> Method:
+    return from_gramian(pcgrad_coefficients)

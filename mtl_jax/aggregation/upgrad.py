@@ -26,12 +26,11 @@ arXiv:2406.16232, 2024 (torchjd).
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.aggregation.base import Aggregator
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 from mtl_jax.aggregation.certificate import Certificate, certified, issue
 from mtl_jax.aggregation.qp import min_norm_above, tolerance
 from mtl_jax.registry import AGGREGATORS
@@ -59,13 +58,13 @@ def dualproj_coefficients(gramian):
 
 @AGGREGATORS.register("upgrad", "UPGrad (Quinton & Rey 2024): average of each gradient projected onto the "
                                 "dual cone; never conflicts, equals the mean when nothing conflicts")
-@functools.lru_cache(maxsize=1)
-def upgrad() -> Aggregator:
+@by_value
+def upgrad() -> Method:
     return certified("upgrad", lambda gramian, key: upgrad_solve(gramian))
 
 
 @AGGREGATORS.register("dualproj", "DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual "
                                   "cone")
-@functools.lru_cache(maxsize=1)
-def dualproj() -> Aggregator:
+@by_value
+def dualproj() -> Method:
     return certified("dualproj", lambda gramian, key: dualproj_solve(gramian))

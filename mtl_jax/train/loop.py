@@ -45,7 +45,7 @@ from mtl_jax.train.state import TrainState, create_train_state
 from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make_train_step, select_inputs
 from mtl_jax.train.writers import MetricWriter, read_rows
 from mtl_jax.train.workdir_lock import workdir_lock
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
 from mtl_jax.weighting.static import static
 
 History = dict[str, list[float]]
@@ -173,7 +173,7 @@ def open_run(workdir: Path, checkpointer: Checkpointer, resume: bool, signature:
 
 def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray], *,
         validation: Mapping[str, np.ndarray] | None = None, epochs: int = 10, batch_size: int = 64,
-        optimizer: optax.GradientTransformation | None = None, weighting: Weighting | None = None,
+        optimizer: optax.GradientTransformation | None = None, weighting: Method | None = None,
         seed: int = 0, input_key: InputKey = "image", eval_batch_size: int | None = None,
         state: TrainState | None = None, progress: bool | None = None,
         workdir: str | Path | None = None, resume: bool = False, checkpoint_every_steps: int = 0,
@@ -188,7 +188,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     Args:
       train, validation: dicts of numpy arrays (inputs under ``input_key``, each task's target).
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
-      weighting: a :class:`~mtl_jax.weighting.base.Weighting`; default the tasks' static lambdas.
+      weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain`` of them); default the tasks' static lambdas.
       seed: fixes initialisation, dropout and the shuffling of every epoch.
       state: continue from this state (its step counts on) instead of initialising. Its
         buffers are donated to the compiled step: use the returned state, not this one.
@@ -217,7 +217,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         (e.g. the resolved config), so that a refused run leaves the workdir as it was.
 
     When the weighting forms a Gramian of the task gradients (gradient methods, or any
-    method with :func:`~mtl_jax.weighting.base.observed`), the logged rows also carry the
+    method with :func:`~mtl_jax.balancing.observed`), the logged rows also carry the
     gradient cosines and conflicting pairs (:mod:`mtl_jax.diagnostics.conflict`), the history
     the per-epoch mean cosine matrix, and the workdir ``gradient_conflict.png``.
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import optax
 
+from mtl_jax.caching import by_value
 from mtl_jax.registry import OPTIMIZERS, SCHEDULES
 
 OPTIMIZERS.register("adam", "Adam (Kingma & Ba 2015)")(optax.adam)
@@ -53,6 +54,7 @@ def exponential(lr, total_steps, warmup_steps=0, end_factor=0.0, decay_rate=0.5,
     return _warmup(lr, warmup_steps, optax.exponential_decay(lr, decay_steps, decay_rate))
 
 
+@by_value
 def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule: str = "constant",
                    total_steps: int = 1, warmup_steps: int = 0, end_factor: float = 0.0, decay_rate: float = 0.5,
                    decay_steps: int = 1000, grad_clip_norm: float = 0.0, weight_decay: float = 0.0,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
 
 
 @flax.struct.dataclass
@@ -29,7 +29,7 @@ class TrainState:
 
 
 def create_train_state(model: nn.Module, tasks: Sequence[Task], optimizer: optax.GradientTransformation,
-                       weighting: Weighting, example_inputs: Any, seed: int = 0) -> TrainState:
+                       weighting: Method, example_inputs: Any, seed: int = 0) -> TrainState:
     """Initialises parameters from ``example_inputs`` (a batch of inputs, any batch size)."""
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init({"params": init_key, "dropout": init_key}, example_inputs, train=False)["params"]

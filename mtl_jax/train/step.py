@@ -32,7 +32,7 @@ from mtl_jax.data.batching import InputKey, select_inputs
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
 from mtl_jax.train.task_gradients import GRADIENT_NEEDS, check_gradient_model, weighted_gradients
-from mtl_jax.weighting.base import NEEDS, Weighting
+from mtl_jax.balancing import NEEDS, Info, Method
 
 def tree_finite(tree) -> jax.Array:
     """True when every floating-point leaf of ``tree`` is finite (integer leaves always are)."""
@@ -52,7 +52,7 @@ def metric_stats(tasks: Sequence[Task], predictions, batch) -> dict:
 
 @functools.lru_cache(maxsize=64)
 def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
-                    weighting: Weighting, input_key: InputKey = "image", penalty: Callable | None = None):
+                    weighting: Method, input_key: InputKey = "image", penalty: Callable | None = None):
     """Returns the jitted ``train_step(state, batch) -> (state, outputs)``.
 
     ``penalty`` (optional, hashable): a pure ``params -> scalar`` added to the balanced total,
@@ -78,13 +78,13 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
         if weighting.needs in GRADIENT_NEEDS:
             grads, predictions, sums, counts, weights, weighting_state, gramian = weighted_gradients(
                 model, tasks, state.params, inputs, batch, rngs, weighting.needs,
-                lambda losses, information: weighting.update(losses, state.weighting_state, weight_key, information))
+                lambda info: weighting.update(info, state.weighting_state, weight_key))
         else:
             def objective(params):
                 predictions = model.apply({"params": params}, inputs, train=True, rngs=rngs)
                 losses, sums, counts = task_losses(tasks, predictions, batch)
-                weights, weighting_state = weighting.update(jax.lax.stop_gradient(losses), state.weighting_state,
-                                                            weight_key)
+                weights, weighting_state = weighting.update(Info(jax.lax.stop_gradient(losses)),
+                                                            state.weighting_state, weight_key)
                 total = jnp.sum(jax.lax.stop_gradient(weights) * losses)
                 return total, (predictions, sums, counts, weights, weighting_state)
 

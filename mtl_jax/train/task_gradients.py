@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.balancing import Direction, Info, gramian_of
 from mtl_jax.models.contract import SHARED
 from mtl_jax.tasks import Task, task_losses
 from mtl_jax.train import parameter_gramian as pg
@@ -47,17 +48,14 @@ def _stacked(tree_by_task: dict, names):
     return jax.tree.map(lambda *g: jnp.stack(g), *[tree_by_task[n] for n in names])
 
 
-def _gram(tree) -> jax.Array:
-    return sum(f @ f.T for f in (leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(tree)))
-
-
 def weighted_gradients(model, tasks: Sequence[Task], params, inputs, batch, rngs, needs: str,
-                       combine: Callable[[jax.Array, Any], tuple]):
+                       combine: Callable[[Info], tuple]):
     """``grad sum_i w_i L_i`` where the method's ``combine`` chooses ``w``.
 
-    ``combine(losses, information)`` receives the losses and the Gramian (or, for
-    ``feature_jacobian``, the stacked ``d_i``), both with gradients stopped, and returns
-    ``(weights, aux)`` — or ``(weights, aux, shared_cotangent)`` for ``feature_jacobian``.
+    ``combine(info)`` receives the :class:`~mtl_jax.balancing.Info` (losses, the Gramian and,
+    for ``feature_jacobian``, the stacked ``d_i``; gradients stopped) and returns ``(weights,
+    aux)``, where ``weights`` may be a :class:`~mtl_jax.balancing.Direction` (weights and the
+    cotangent to send through the trunk).
     Returns ``(grads, predictions, sums, counts, weights, aux, gramian)``; ``gramian`` is
     the one the method saw (the feature-level one for ``feature_jacobian``).
     """
@@ -85,13 +83,13 @@ def weighted_gradients(model, tasks: Sequence[Task], params, inputs, batch, rngs
         signals, general_grads = pullback(per_task)
         gramian = pg.parameter_gramian(taps, recorded, signals, general_grads)
     else:
-        gramian = _gram(per_task)
+        gramian = gramian_of(per_task)
     gramian = jax.lax.stop_gradient(gramian)
-    if needs == "feature_jacobian":
-        weights, aux, shared_cotangent = combine(losses, jax.lax.stop_gradient(per_task))
-    else:
-        weights, aux = combine(losses, gramian)
-        shared_cotangent = None
+    jacobian = jax.lax.stop_gradient(per_task) if needs == "feature_jacobian" else None
+    weights, aux = combine(Info(losses, gramian, jacobian))
+    shared_cotangent = None
+    if isinstance(weights, Direction):
+        weights, shared_cotangent = weights
     weights = jax.lax.stop_gradient(weights)
     if needs == "parameter_gramian":
         trunk_grads = pg.weighted_shared_grads(taps, params, shared_keys, recorded, signals, general_grads, weights)

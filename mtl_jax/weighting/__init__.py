@@ -1,8 +1,7 @@
-"""Loss-weighting methods as ``(init, update)`` pairs (see :mod:`mtl_jax.weighting.base`).
+"""Loss-weighting methods as ``(init, update)`` pairs (the protocol: :mod:`mtl_jax.balancing`).
 
 Importing this package registers every method by name (``mtl-jax list``).
 """
-from mtl_jax.weighting.base import Weighting
 from mtl_jax.weighting.db_mtl import db_mtl
 from mtl_jax.weighting.dwa import dwa
 from mtl_jax.weighting.famo import famo
@@ -14,5 +13,5 @@ from mtl_jax.weighting.rlw import random_weighting
 from mtl_jax.weighting.static import static
 from mtl_jax.weighting.uncertainty import uncertainty
 
-__all__ = ["Weighting", "db_mtl", "dwa", "famo", "geometric", "gradnorm", "imtl_l", "log_losses",
+__all__ = ["db_mtl", "dwa", "famo", "geometric", "gradnorm", "imtl_l", "log_losses",
            "random_weighting", "static", "uncertainty"]

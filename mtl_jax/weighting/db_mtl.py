@@ -18,7 +18,6 @@ References: B. Lin, W. Jiang, F. Ye, Y. Zhang, P. Chen, Y.-C. Chen, S. Liu, J. T
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -26,7 +25,8 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
 class DBMTLState(NamedTuple):
@@ -34,12 +34,13 @@ class DBMTLState(NamedTuple):
     step: jax.Array
 
 
-@functools.lru_cache(maxsize=64)
-def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Weighting:
+@by_value
+def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Method:
     def init(num_tasks: int) -> DBMTLState:
         return DBMTLState(jnp.zeros((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32))
 
-    def update(losses, state: DBMTLState, key, gramian):
+    def update(info, state: DBMTLState, key):
+        losses, gramian = info.losses, info.gramian
         del key
         grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         shifted = losses + eps
@@ -50,11 +51,11 @@ def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Wei
         alpha = jnp.where(norms > eps, alpha, 1.0)  # a task with no gradient keeps weight 1
         return alpha / shifted, DBMTLState(norms, step)
 
-    return Weighting(init, update, needs="feature_gramian")
+    return Method(init, update, needs="feature_gramian")
 
 
 @WEIGHTINGS.register("db_mtl", "DB-MTL (Lin et al. 2023): log-losses plus gradients rescaled to the largest "
                                "task's magnitude; feature level")
-def from_tasks(tasks: Sequence[Task], beta: float = 0.9, beta_sigma: float = 0.5) -> Weighting:
+def from_tasks(tasks: Sequence[Task], beta: float = 0.9, beta_sigma: float = 0.5) -> Method:
     del tasks
     return db_mtl(float(beta), float(beta_sigma))

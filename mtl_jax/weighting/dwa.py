@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
 
 
 class DWAState(NamedTuple):
@@ -32,7 +32,7 @@ class DWAState(NamedTuple):
     epochs: jax.Array        # complete epochs seen
 
 
-def dwa(period: int, temperature: float = 2.0) -> Weighting:
+def dwa(period: int, temperature: float = 2.0) -> Method:
     """DWA over epochs of ``period`` steps."""
     if period < 1 or temperature <= 0:
         raise ValueError(f"DWA needs period >= 1 and temperature > 0, got {period}, {temperature}")
@@ -40,12 +40,13 @@ def dwa(period: int, temperature: float = 2.0) -> Weighting:
 
 
 @functools.lru_cache(maxsize=64)
-def _dwa(period: int, temperature: float) -> Weighting:
+def _dwa(period: int, temperature: float) -> Method:
     def init(num_tasks: int) -> DWAState:
         zeros = lambda: jnp.zeros((num_tasks,), jnp.float32)  # noqa: E731 - distinct buffers (donation)
         return DWAState(zeros(), jnp.zeros((), jnp.int32), zeros(), zeros(), jnp.zeros((), jnp.int32))
 
-    def update(losses, state: DWAState, key):
+    def update(info, state: DWAState, key):
+        losses = info.losses
         del key
         rolled = DWAState(jnp.zeros_like(state.running_sum), jnp.zeros((), jnp.int32),
                           state.running_sum / jnp.maximum(state.count, 1), state.last, state.epochs + 1)
@@ -56,11 +57,11 @@ def _dwa(period: int, temperature: float) -> Weighting:
         weights = jnp.where(state.epochs >= 2, dynamic, jnp.ones_like(losses))
         return weights, state._replace(running_sum=state.running_sum + losses, count=state.count + 1)
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
 @WEIGHTINGS.register("dwa", "dynamic weight average (Liu et al. 2019): more weight to tasks whose epoch loss "
                             "falls slowest; cheap, no gradients")
-def from_tasks(tasks: Sequence[Task], steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
+def from_tasks(tasks: Sequence[Task], steps_per_epoch: int, temperature: float = 2.0) -> Method:
     del tasks
     return dwa(steps_per_epoch, temperature)

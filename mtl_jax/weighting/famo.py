@@ -16,7 +16,6 @@ NeurIPS 2023.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -25,7 +24,8 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
 class FAMOState(NamedTuple):
@@ -35,15 +35,16 @@ class FAMOState(NamedTuple):
     started: jax.Array       # whether ``previous`` holds losses yet
 
 
-@functools.lru_cache(maxsize=64)
-def famo(beta: float = 0.025, gamma: float = 1e-3, eps: float = 1e-8) -> Weighting:
+@by_value
+def famo(beta: float = 0.025, gamma: float = 1e-3, eps: float = 1e-8) -> Method:
     optimizer = optax.chain(optax.add_decayed_weights(gamma), optax.adam(beta))
 
     def init(num_tasks: int) -> FAMOState:
         xi = jnp.zeros((num_tasks,), jnp.float32)
         return FAMOState(xi, optimizer.init(xi), jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool))
 
-    def update(losses, state: FAMOState, key):
+    def update(info, state: FAMOState, key):
+        losses = info.losses
         del key
         safe = jnp.maximum(losses, eps)
         delta = jnp.log(jnp.maximum(state.previous, eps)) - jnp.log(safe)
@@ -55,11 +56,11 @@ def famo(beta: float = 0.025, gamma: float = 1e-3, eps: float = 1e-8) -> Weighti
         weights = z / (safe * jnp.sum(z / safe))
         return weights, FAMOState(logits, opt_state, safe, jnp.ones((), bool))
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
 @WEIGHTINGS.register("famo", "FAMO (Liu et al. 2023): O(1) adaptive weights that equalise the rate at which "
                              "log-losses fall")
-def from_tasks(tasks: Sequence[Task], beta: float = 0.025, gamma: float = 1e-3) -> Weighting:
+def from_tasks(tasks: Sequence[Task], beta: float = 0.025, gamma: float = 1e-3) -> Method:
     del tasks
     return famo(float(beta), float(gamma))

@@ -14,31 +14,33 @@ Feature Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR W
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
-@functools.lru_cache(maxsize=16)
-def geometric(eps: float = 1e-8) -> Weighting:
+@by_value
+def geometric(eps: float = 1e-8) -> Method:
     def init(num_tasks: int):
         return ()
 
-    def update(losses, state, key):
+    def update(info, state, key):
+        losses = info.losses
         del key
         safe = jnp.maximum(losses, eps)
         mean = jnp.exp(jnp.mean(jnp.log(safe)))
         return mean / (losses.shape[0] * safe), state
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
-@WEIGHTINGS.register("gls", "geometric mean of the losses (Chennupati et al. 2019): scale-free across tasks")
-def from_tasks(tasks: Sequence[Task], eps: float = 1e-8) -> Weighting:
+@WEIGHTINGS.register("geometric", "geometric mean of the losses (Chennupati et al. 2019): scale-free across tasks",
+                     aliases=("gls",))
+def from_tasks(tasks: Sequence[Task], eps: float = 1e-8) -> Method:
     del tasks
     return geometric(float(eps))

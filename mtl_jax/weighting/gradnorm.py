@@ -21,7 +21,6 @@ Normalization for Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -30,7 +29,8 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
 class GradNormState(NamedTuple):
@@ -40,8 +40,8 @@ class GradNormState(NamedTuple):
     opt_state: optax.OptState
 
 
-@functools.lru_cache(maxsize=64)
-def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8) -> Weighting:
+@by_value
+def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8) -> Method:
     optimizer = optax.adam(learning_rate)
 
     def init(num_tasks: int) -> GradNormState:
@@ -49,7 +49,8 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8)
         return GradNormState(weights, jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool),
                              optimizer.init(weights))
 
-    def update(losses, state: GradNormState, key, gramian):
+    def update(info, state: GradNormState, key):
+        losses, gramian = info.losses, info.gramian
         del key
         grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         num_tasks = losses.shape[0]
@@ -63,11 +64,11 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8)
         new = num_tasks * new / jnp.sum(new)
         return state.weights, GradNormState(new, initial, jnp.ones((), bool), opt_state)
 
-    return Weighting(init, update, needs="feature_gramian")
+    return Method(init, update, needs="feature_gramian")
 
 
 @WEIGHTINGS.register("gradnorm", "GradNorm (Chen et al. 2018), alpha: learned weights equalise gradient norms "
                                  "scaled by training rates; feature level")
-def from_tasks(tasks: Sequence[Task], alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
+def from_tasks(tasks: Sequence[Task], alpha: float = 1.5, learning_rate: float = 1e-3) -> Method:
     del tasks
     return gradnorm(float(alpha), float(learning_rate))

@@ -11,7 +11,6 @@ References: L. Liu, Y. Li, Z. Kuang, J.-H. Xue, Y. Chen, W. Yang, Q. Liao, W. Zh
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -20,7 +19,8 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
 class IMTLLState(NamedTuple):
@@ -28,8 +28,8 @@ class IMTLLState(NamedTuple):
     opt_state: optax.OptState
 
 
-@functools.lru_cache(maxsize=64)
-def imtl_l(learning_rate: float = 1e-3) -> Weighting:
+@by_value
+def imtl_l(learning_rate: float = 1e-3) -> Method:
     optimizer = optax.adam(learning_rate)
 
     def objective(log_scale, losses):
@@ -39,16 +39,17 @@ def imtl_l(learning_rate: float = 1e-3) -> Weighting:
         s = jnp.zeros((num_tasks,), jnp.float32)
         return IMTLLState(s, optimizer.init(s))
 
-    def update(losses, state: IMTLLState, key):
+    def update(info, state: IMTLLState, key):
+        losses = info.losses
         del key
         grad = jax.grad(objective)(state.log_scale, losses)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.log_scale)
         return jnp.exp(state.log_scale), IMTLLState(optax.apply_updates(state.log_scale, updates), opt_state)
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
 @WEIGHTINGS.register("imtl_l", "IMTL-L (Liu et al. 2021): learned scales drive every scaled loss to 1")
-def from_tasks(tasks: Sequence[Task], learning_rate: float = 1e-3) -> Weighting:
+def from_tasks(tasks: Sequence[Task], learning_rate: float = 1e-3) -> Method:
     del tasks
     return imtl_l(float(learning_rate))

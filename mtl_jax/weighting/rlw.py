@@ -1,4 +1,4 @@
-"""Random Loss Weighting, RLW (Lin et al. 2022).
+"""Random Loss Method, RLW (Lin et al. 2022).
 
 Every step draws ``lambda ~ N(0, I_T)`` from the step's PRNG key and uses
 
@@ -8,11 +8,10 @@ weights that sum to ``T`` (the scale of equal weighting) and differ every step. 
 function of the step key, a run is reproducible and resumes exactly.
 
 References: B. Lin, F. Ye, Y. Zhang, I. W. Tsang. "Reasonable Effectiveness of Random
-Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022.
+Method: A Litmus Test for Multi-Task Learning", TMLR 2022.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
@@ -20,23 +19,25 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
+from mtl_jax.caching import by_value
 
 
-@functools.lru_cache(maxsize=1)
-def random_weighting() -> Weighting:
+@by_value
+def random_weighting() -> Method:
     def init(num_tasks: int):
         return ()
 
-    def update(losses, state, key):
+    def update(info, state, key):
+        losses = info.losses
         draw = jax.random.normal(key, losses.shape, jnp.float32)
         return losses.shape[0] * jax.nn.softmax(draw), state
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
-@WEIGHTINGS.register("rlw", "random loss weighting (Lin et al. 2022): T softmax(N(0, I)) each step; the baseline "
-                            "any method should beat")
-def from_tasks(tasks: Sequence[Task]) -> Weighting:
+@WEIGHTINGS.register("random_weighting", "random loss weighting (Lin et al. 2022): T softmax(N(0, I)) each step; the baseline "
+                            "any method should beat", aliases=("rlw",))
+def from_tasks(tasks: Sequence[Task]) -> Method:
     del tasks
     return random_weighting()

@@ -13,19 +13,19 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
 
 
-def static(lambdas: Sequence[float]) -> Weighting:
+def static(lambdas: Sequence[float]) -> Method:
     """Constant weights ``lambdas`` (one per task, in task order).
 
-    Equal lambdas give the same :class:`Weighting` object, so compiled steps are reused.
+    Equal lambdas give the same :class:`Method` object, so compiled steps are reused.
     """
     return _static(tuple(float(w) for w in lambdas))
 
 
 @functools.lru_cache(maxsize=128)
-def _static(lambdas: tuple[float, ...]) -> Weighting:
+def _static(lambdas: tuple[float, ...]) -> Method:
     weights = jnp.asarray(lambdas, jnp.float32)
 
     def init(num_tasks: int):
@@ -33,18 +33,19 @@ def _static(lambdas: tuple[float, ...]) -> Weighting:
             raise ValueError(f"static weighting has {weights.shape[0]} lambdas for {num_tasks} tasks")
         return ()
 
-    def update(losses, state, key):
+    def update(info, state, key):
+        losses = info.losses
         del key
         return jnp.broadcast_to(weights, losses.shape), state
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
 @WEIGHTINGS.register("static", "the tasks' own lambdas (Task.weight): L = sum_i lambda_i L_i")
-def from_tasks(tasks: Sequence[Task]) -> Weighting:
+def from_tasks(tasks: Sequence[Task]) -> Method:
     return static([t.weight for t in tasks])
 
 
 @WEIGHTINGS.register("equal", "equal weights (EW): every lambda is 1, plain summed-loss training")
-def equal(tasks: Sequence[Task]) -> Weighting:
+def equal(tasks: Sequence[Task]) -> Method:
     return static([1.0] * len(tasks))

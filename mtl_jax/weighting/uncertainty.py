@@ -26,7 +26,7 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.weighting.base import Weighting
+from mtl_jax.balancing import Method
 
 FORMS = {"regression": 0.5, "classification": 1.0}
 REGRESSION_KINDS = ("regression", "depth")
@@ -37,7 +37,7 @@ class UncertaintyState(NamedTuple):
     opt_state: optax.OptState
 
 
-def uncertainty(forms: Sequence[str], learning_rate: float = 1e-3, initial_log_variance: float = 0.0) -> Weighting:
+def uncertainty(forms: Sequence[str], learning_rate: float = 1e-3, initial_log_variance: float = 0.0) -> Method:
     """UW for tasks whose forms are ``"regression"`` or ``"classification"`` (in task order)."""
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
@@ -46,7 +46,7 @@ def uncertainty(forms: Sequence[str], learning_rate: float = 1e-3, initial_log_v
 
 
 @functools.lru_cache(maxsize=64)
-def _uncertainty(forms: tuple[str, ...], learning_rate: float, initial: float) -> Weighting:
+def _uncertainty(forms: tuple[str, ...], learning_rate: float, initial: float) -> Method:
     scale = jnp.asarray([FORMS[f] for f in forms], jnp.float32)
     optimizer = optax.adam(learning_rate)
 
@@ -59,19 +59,20 @@ def _uncertainty(forms: tuple[str, ...], learning_rate: float, initial: float) -
         s = jnp.full((num_tasks,), initial, jnp.float32)
         return UncertaintyState(s, optimizer.init(s))
 
-    def update(losses, state: UncertaintyState, key):
+    def update(info, state: UncertaintyState, key):
+        losses = info.losses
         del key
         weights = scale * jnp.exp(-state.log_variance)
         grad = jax.grad(objective)(state.log_variance, losses)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.log_variance)
         return weights, UncertaintyState(optax.apply_updates(state.log_variance, updates), opt_state)
 
-    return Weighting(init, update)
+    return Method(init, update)
 
 
-@WEIGHTINGS.register("uw", "uncertainty weighting (Kendall et al. 2018): learned log-variances; for tasks on "
-                           "different scales and noise levels")
+@WEIGHTINGS.register("uncertainty", "uncertainty weighting (Kendall et al. 2018): learned log-variances; for tasks on "
+                           "different scales and noise levels", aliases=("uw",))
 def from_tasks(tasks: Sequence[Task], learning_rate: float = 1e-3, initial_log_variance: float = 0.0,
-               forms: Sequence[str] | None = None) -> Weighting:
+               forms: Sequence[str] | None = None) -> Method:
     forms = forms or ["regression" if t.kind in REGRESSION_KINDS else "classification" for t in tasks]
     return uncertainty(forms, learning_rate, initial_log_variance)
