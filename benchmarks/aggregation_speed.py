@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 import mtl_jax as mtl
+from mtl_jax import cpu
 from mtl_jax.aggregation.upgrad import upgrad_coefficients
 from mtl_jax.data.batching import batches
 from mtl_jax.experiment import make_weighting
@@ -45,6 +46,8 @@ from mtl_jax.registry import AGGREGATORS
 from mtl_jax.tasks import task_losses
 from mtl_jax.train import create_train_state, make_train_step
 from mtl_jax.train.state import TrainState
+
+cpu.enable_fast_convolutions()  # before JAX starts, as the mtl-jax command does
 
 AGGREGATORS_TIMED = [name for name, _ in AGGREGATORS.describe() if name not in ("mean", "sum")]
 

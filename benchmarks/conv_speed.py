@@ -1,7 +1,7 @@
 """Seed CNN training step on CPU: XLA's layers vs mtl_jax's CPU paths vs PyTorch eager, in one run.
 
 Variants: ``SeedCNN(conv="native")`` (XLA's convolution and ``nn.max_pool``), ``"auto"`` (the
-default: on CPU the fast max pool, and XLA's convolution when mtl_jax.cpu_flags made it
+default: on CPU the fast max pool, and XLA's convolution when mtl_jax.cpu.enable_fast_convolutions() made it
 multi-threaded, else mtl_jax's), ``"fast"`` (mtl_jax's convolution and pooling regardless).
 Run with ``MTL_JAX_KEEP_XLA_FLAGS=1`` to see the single-threaded YNNPACK convolutions. The step: batch 64 of 64x64x3 images, conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-maxpool2,
 flatten, heads price (64 hidden, 1 output, MSE) and kind (64 hidden, 3 classes, CE),
@@ -31,11 +31,13 @@ import numpy as np
 import optax
 
 import mtl_jax as mtl
-from mtl_jax import cpu_flags
+from mtl_jax import cpu
 from mtl_jax.data.batching import batches
 from mtl_jax.models import SeedCNN, hard_sharing
 from mtl_jax.train import create_train_state, make_train_step
 from mtl_jax.weighting import static
+
+cpu.enable_fast_convolutions()  # before JAX starts, as the mtl-jax command does
 
 BATCH = 64
 
@@ -135,7 +137,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
     reference = next((n for n in medians if n.startswith("torch")), "jax, XLA conv")
-    threads = "multi-threaded" if cpu_flags.cpu_convolutions_multithreaded() else "YNNPACK (one thread)"
+    threads = "multi-threaded" if cpu.fast_convolutions_enabled() else "YNNPACK (one thread)"
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, XLA CPU convolutions: {threads}; "
           f"median of {args.samples} interleaved steps")
     for name, median in medians.items():

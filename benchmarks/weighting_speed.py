@@ -23,11 +23,14 @@ import numpy as np
 import optax
 
 import mtl_jax as mtl
+from mtl_jax import cpu
 from mtl_jax.data.batching import batches
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, SeedCNN, hard_sharing
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.train import create_train_state, make_train_step
+
+cpu.enable_fast_convolutions()  # before JAX starts, as the mtl-jax command does
 
 METHODS = [name for name, _ in WEIGHTINGS.describe() if name != "static"] + ["log_equal"]
 

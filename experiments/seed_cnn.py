@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_jax import cpu
 from mtl_jax.config import load_config
 from mtl_jax.data import load_houses
 from mtl_jax.experiment import train_and_evaluate
@@ -43,6 +44,7 @@ def run(workdir: str, epochs: int = 10, train_size: int = 3000, validation_size:
 
 
 def main() -> None:
+    cpu.enable_fast_convolutions()  # before JAX starts, as the mtl-jax command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/seed_cnn")
     parser.add_argument("--epochs", type=int, default=10)

@@ -2,10 +2,6 @@
 
 The common path: define tasks, build a model, ``fit``, then ``predict``/``evaluate``.
 """
-from mtl_jax import cpu_flags
-
-cpu_flags.apply()  # before anything can start a JAX backend: see mtl_jax/cpu_flags.py
-
 from mtl_jax import aggregation, balancing, checks, data, losses, metrics, models, train, weighting
 from mtl_jax.balancing import chain
 from mtl_jax.metrics import delta_m

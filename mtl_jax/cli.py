@@ -82,6 +82,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mtl_jax import cpu
+
+    cpu.enable_fast_convolutions()  # before JAX starts: XLA's multi-threaded CPU convolutions
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         code = run(argv)

@@ -42,7 +42,7 @@ class Task:
     """One task of a multi-task problem.
 
     Attributes:
-      name: the task's name; the model's head for it is called ``head_<name>``.
+      name: the task's name; the model's head for it is called ``heads_<name>``.
       kind: one of ``regression, classification, binary, multilabel, segmentation, depth``.
       output_dim: the head's output size (values, classes, labels or channels).
       loss: a loss name from :data:`mtl_jax.losses.LOSSES` or ``fn(prediction, target)``.
@@ -125,10 +125,6 @@ def depth(name: str, *, weight: float = 1.0, metrics: Sequence[str] = ("abs_err"
           target: str | None = None) -> Task:
     """Per-pixel regression such as depth (L1 over valid pixels; absolute and relative error)."""
     return Task(name, "depth", 1, "l1", tuple(metrics), weight, target)
-
-
-def task_names(tasks: Sequence[Task]) -> tuple[str, ...]:
-    return tuple(t.name for t in tasks)
 
 
 def static_weights(tasks: Sequence[Task]) -> jax.Array:

@@ -4,6 +4,12 @@ import tempfile
 import numpy as np
 import pytest
 
+from mtl_jax import cpu
+
+# The suite runs as the mtl-jax command does: XLA's multi-threaded CPU convolutions, enabled
+# before JAX starts (tests/test_cpu.py checks both paths in subprocesses).
+cpu.enable_fast_convolutions()
+
 # Tests never touch the user's cache; the session's data live in a temporary folder.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for this test run, shared by the xdist workers and the CLI subprocesses

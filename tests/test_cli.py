@@ -56,6 +56,11 @@ def test_train_writes_a_complete_workdir(trained):
     assert results["epochs_run"] == 2 and results["best_step"] in (6, 12)
     assert set(results["final"]) >= {"price/rmse", "kind/accuracy"}
     assert json.loads((trained / "config.json").read_text())["epochs"] == 2
+    # the mtl-jax command enables XLA's multi-threaded CPU convolutions, and the run records it
+    from mtl_jax import cpu
+
+    expected = "xla-multithreaded" if cpu._jaxlib_version() in cpu.KNOWN_JAXLIB else "mtl_jax"
+    assert json.loads((trained / "run_signature.json").read_text())["convolution"] == expected
 
 
 def test_eval_reports_the_best_checkpoints_metrics(trained, data_dir):

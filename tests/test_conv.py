@@ -9,7 +9,7 @@ from jax import lax
 
 from mtl_jax.models import ResNet, SeedCNN
 from mtl_jax.models import conv as conv_module
-from mtl_jax import cpu_flags
+from mtl_jax import cpu as mtl_cpu
 from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, fast_pooling, max_pool, relu_max_pool
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -130,7 +130,7 @@ def test_the_platform_choice():
     cpu = jax.default_backend() == "cpu"
     assert conv_for_platform("native") is None and not fast_pooling("native")
     assert conv_for_platform("fast") is conv_general_dilated and fast_pooling("fast")
-    single_threaded = cpu and not cpu_flags.cpu_convolutions_multithreaded()
+    single_threaded = cpu and not mtl_cpu.fast_convolutions_enabled()
     assert conv_for_platform("auto") is (conv_general_dilated if single_threaded else None)
     assert fast_pooling("auto") is cpu
     with pytest.raises(ValueError, match="conv must be one of"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from mtl_jax import cpu_flags
+from mtl_jax import cpu
 from mtl_jax.models import conv as conv_module
 from mtl_jax.models import conv_block
 from mtl_jax.models.conv_block import ConvReLUPool, conv_relu_pool
@@ -100,8 +100,8 @@ def test_auto_fuses_the_stem_only_with_mtl_jaxs_convolutions():
     x = jnp.zeros((2, 8, 8, 3))
     params = ConvReLUPool(4).init(jax.random.PRNGKey(0), x)
     text = jax.jit(lambda p: ConvReLUPool(4, conv="auto").apply(p, x)).lower(params).as_text()
-    assert ("while" in text) == (not cpu_flags.cpu_convolutions_multithreaded())
-    assert ("convolution" in text) == cpu_flags.cpu_convolutions_multithreaded()
+    assert ("while" in text) == (not cpu.fast_convolutions_enabled())
+    assert ("convolution" in text) == cpu.fast_convolutions_enabled()
 
 
 def test_the_fast_path_fuses_narrow_layers_only():

@@ -34,11 +34,13 @@ few input channels (the RGB stem). This module provides
 
 :func:`conv_for_platform` picks the convolution for ``conv="auto" | "fast" | "native"`` and
 :func:`fast_pooling` the pooling: on CPU, ``"auto"`` pools with :func:`max_pool` and keeps
-XLA's convolution when :mod:`mtl_jax.cpu_flags` made XLA's CPU convolutions multi-threaded
+XLA's convolution when :func:`mtl_jax.cpu.enable_fast_convolutions` made XLA's CPU convolutions multi-threaded
 (then they beat this module's), this module's otherwise; GPU and TPU keep XLA's layers.
 Measured step times and ratios are in ``benchmarks/README.md``.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import functools
 from typing import Sequence
@@ -48,7 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mtl_jax import cpu_flags
+from mtl_jax import cpu
 
 NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 CONV_CHOICES = ("auto", "fast", "native")
@@ -245,15 +247,45 @@ def conv_for_platform(choice: str = "auto"):
     """The convolution for ``nn.Conv(conv_general_dilated=...)``; ``None`` is XLA's.
 
     ``"fast"``: this module's :func:`conv_general_dilated`; ``"native"``: XLA's; ``"auto"``:
-    this module's on a CPU whose XLA convolutions run on one thread (when
-    :mod:`mtl_jax.cpu_flags` could not switch them to XLA's multi-threaded ones), XLA's otherwise
-    (multi-threaded CPU, GPU, TPU).
+    this module's on a CPU whose XLA convolutions run on one thread (unless
+    :func:`mtl_jax.cpu.enable_fast_convolutions` switched them to XLA's multi-threaded ones),
+    XLA's otherwise (multi-threaded CPU, GPU, TPU).
     """
+    return conv_general_dilated if _path(choice) == "mtl_jax" else None
+
+
+def _path(choice: str) -> str:
+    """Where ``choice`` sends a convolution in this process: ``"mtl_jax"``, ``"xla-multithreaded"``
+    or ``"xla-ynnpack"`` (CPU), or ``"xla-<platform>"``."""
     _check_choice(choice)
-    if choice == "fast" or (choice == "auto" and jax.default_backend() == "cpu"
-                            and not cpu_flags.cpu_convolutions_multithreaded()):
-        return conv_general_dilated
-    return None
+    platform = jax.default_backend()
+    fast_xla = cpu.fast_convolutions_enabled()
+    if choice == "fast" or (choice == "auto" and platform == "cpu" and not fast_xla):
+        return "mtl_jax"
+    if platform != "cpu":
+        return f"xla-{platform}"
+    return "xla-multithreaded" if fast_xla else "xla-ynnpack"
+
+
+def convolution_path(model) -> str | None:
+    """The convolution path(s) ``model``'s ``conv`` options take in this process (see :func:`_path`),
+    or None for a model without a ``conv`` option. Different paths give different rounding, so a
+    run records it (``run_signature.json``) and a resume must take the same one."""
+    choices: set[str] = set()
+
+    def walk(module, depth):
+        if depth > 8 or not dataclasses.is_dataclass(module):
+            return
+        for field in dataclasses.fields(module):
+            value = getattr(module, field.name, None)
+            if field.name == "conv" and isinstance(value, str):
+                choices.add(value)
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(item, nn.Module):
+                    walk(item, depth + 1)
+
+    walk(model, 0)
+    return "+".join(sorted({_path(choice) for choice in choices})) or None
 
 
 def fast_pooling(choice: str = "auto") -> bool:

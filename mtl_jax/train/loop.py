@@ -46,6 +46,7 @@ from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make
 from mtl_jax.train.writers import MetricWriter, read_rows
 from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.balancing import Method
+from mtl_jax.models.conv import convolution_path
 from mtl_jax.weighting.static import static
 
 History = dict[str, list[float]]
@@ -98,11 +99,16 @@ def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def run_signature(tasks: Sequence[Task], abstract_state) -> dict:
-    """What a checkpoint's shape depends on: the tasks and every array's shape and dtype."""
+def run_signature(tasks: Sequence[Task], abstract_state, convolution: str | None = None) -> dict:
+    """What a checkpoint's shape depends on (the tasks and every array's shape and dtype) and,
+    for a model with a ``conv`` option, the convolution path it takes
+    (:func:`mtl_jax.models.conv.convolution_path`): a resume must compute what the run would have."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-    return {"tasks": {t.name: {"kind": t.kind, "output_dim": t.output_dim} for t in tasks},
-            "arrays": {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}" for path, leaf in leaves}}
+    signature = {"tasks": {t.name: {"kind": t.kind, "output_dim": t.output_dim} for t in tasks},
+                 "arrays": {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}" for path, leaf in leaves}}
+    if convolution is not None:
+        signature["convolution"] = convolution
+    return signature
 
 
 def signature_mismatch(saved: dict, current: dict) -> str | None:
@@ -120,6 +126,11 @@ def signature_mismatch(saved: dict, current: dict) -> str | None:
                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         problems.append(f"{len(diffs)} array shapes differ (model or optimizer changed), e.g. "
                         + "; ".join(diffs[:4]))
+    if saved.get("convolution", current.get("convolution")) != current.get("convolution"):
+        problems.append(f"its convolutions ran on the {saved['convolution']} path and would now run on "
+                        f"{current.get('convolution')} (different rounding): start both in the same setting "
+                        "(mtl_jax.cpu.enable_fast_convolutions() before JAX starts, as the mtl-jax command does; "
+                        "MTL_JAX_KEEP_XLA_FLAGS=1 keeps it off), or choose the model's conv explicitly")
     return "; ".join(problems) or None
 
 
@@ -291,7 +302,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             workdir = stack.enter_context(workdir_lock(workdir))
             checkpointer = Checkpointer(workdir, keep_checkpoints)
             stack.callback(checkpointer.close)
-            signature = run_signature(tasks, abstract_state)
+            signature = run_signature(tasks, abstract_state, convolution_path(model))
             restored = open_run(workdir, checkpointer, resume, signature, abstract_state,
                                 lambda: jax.eval_shape(train_step, abstract_state, first)[1])
             if restored is not None:
