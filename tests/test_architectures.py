@@ -159,6 +159,7 @@ def test_every_vector_architecture_learns_a_small_problem(name):
     assert history["train/label/accuracy"][-1] > 0.85
 
 
+@pytest.mark.long
 def test_mtan_learns_global_and_per_pixel_tasks(tiny_houses):
     tasks = (mtl.regression("price"), mtl.segmentation("parts", 4))
     model = build_model("none", tasks, architecture="mtan", architecture_kwargs={"features": (8, 16)},

@@ -86,6 +86,7 @@ def test_predict_writes_csv_and_npz(trained, data_dir, tmp_path):
         assert npz["price/values"].shape == (40,)
 
 
+@pytest.mark.long
 def test_user_errors_are_one_clear_line(trained, data_dir, tmp_path):
     cases = [
         (["train", "--config", CONFIG, "--set", "epoch=3", "--workdir", tmp_path / "a"], "unknown config key 'epoch'"),
@@ -116,6 +117,7 @@ def _wait_for_checkpoint(process, workdir, timeout=300):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.long
 def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path, data_dir):
     args = ["--config", CONFIG, *TINY, "--set", "epochs=8", "--set", "checkpoint_every_steps=5", "--quiet"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"

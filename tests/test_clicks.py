@@ -54,6 +54,7 @@ def _load_example():
     return module
 
 
+@pytest.mark.long
 def test_the_recommendation_example_compares_hard_sharing_mmoe_and_ple(tmp_path, data_dir, monkeypatch):
     example = _load_example()
     real = example.load_config

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +16,7 @@ def _load_example():
     return module
 
 
+@pytest.mark.long
 def test_seed_example_meets_its_targets_and_writes_its_outputs(tmp_path, data_dir):
     """The seed example as `make demo` runs it: both tasks learn, test accuracy >= 0.9 and
     RMSE <= 0.5 std, and the plot and metrics file are written (atomically)."""
