@@ -52,7 +52,7 @@ cpu.enable_fast_convolutions()  # before JAX starts, as the mtl-jax command does
 AGGREGATORS_TIMED = [name for name, _ in AGGREGATORS.describe() if name not in ("mean", "sum")]
 
 
-def setups(quick: bool):
+def setups(quick: bool, task_counts=(2, 8, 32)):
     rng = np.random.default_rng(0)
     tasks = (mtl.regression("price"), mtl.regression("windows"), mtl.classification("kind", 3),
              mtl.classification("storeys", 3))
@@ -60,7 +60,7 @@ def setups(quick: bool):
               **{t.name: rng.normal(size=64).astype(np.float32) for t in tasks[:2]},
               **{t.name: rng.integers(0, 3, 64).astype(np.int32) for t in tasks[2:]}}
     yield "seed CNN, T=4", hard_sharing(SeedCNN(), tasks, head_hidden=(64,)), tasks, images, "image"
-    for num_tasks in (2, 8) if quick else (2, 8, 32):
+    for num_tasks in (2, 8) if quick else task_counts:
         tasks = tuple(mtl.regression(f"t{i}") for i in range(num_tasks))
         data = {"x": rng.normal(size=(256, 512)).astype(np.float32),
                 **{t.name: rng.normal(size=256).astype(np.float32) for t in tasks}}
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer setups, methods and samples (a smoke run)")
     parser.add_argument("--methods", default="", help="comma-separated aggregators to time (default: all)")
     parser.add_argument("--mlp-only", action="store_true", help="skip the seed CNN setup")
+    parser.add_argument("--tasks", default="2,8,32", help="comma-separated task counts of the MLP setups")
     args = parser.parse_args()
     samples = 3 if args.quick else args.samples
     names = AGGREGATORS_TIMED[:3] if args.quick else AGGREGATORS_TIMED
@@ -147,7 +148,7 @@ def main() -> None:
     order = np.random.default_rng(0)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median over {samples} interleaved blocks of "
           f"{args.block} back-to-back steps per method")
-    for title, model, tasks, data, input_key in setups(args.quick):
+    for title, model, tasks, data, input_key in setups(args.quick, tuple(int(t) for t in args.tasks.split(","))):
         if args.mlp_only and input_key != "x":
             continue
         batch = next(batches(data, len(next(iter(data.values())))))
