@@ -14,7 +14,7 @@ from mtl_jax.config import apply_overrides, config_changes, default_config, load
 from mtl_jax.data.catalog import HOUSES
 from mtl_jax.models.catalog import build_model
 from mtl_jax.models.sharing_penalties import make_penalty
-from mtl_jax.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS, Registry
+from mtl_jax.registry import ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS, Registry
 from mtl_jax.train.optim import make_optimizer
 
 SEED_CONFIG = "experiments/configs/seed_cnn.py"
@@ -172,3 +172,29 @@ def test_the_convolution_path_is_switched_by_config():
     model = build_model(config.model, (classification("kind", 3),), trunk_kwargs=dict(config.model_kwargs))
     with pytest.raises(ValueError, match="conv must be one of"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_task_specific_branches_are_selectable_from_a_config():
+    from mtl_jax.models import param_labels
+    from mtl_jax.tasks import classification, regression, segmentation
+
+    config = load_config(SEED_CONFIG, ["architecture=branches", "architecture_kwargs.branch_features=[16, 8]"])
+    tasks = (regression("price"), classification("kind", 3))
+    model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
+                        pool=config.pool, architecture=config.architecture,
+                        architecture_kwargs=dict(config.architecture_kwargs))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)))["params"]
+    assert set(params) == {"trunk", "branches_price", "branches_kind", "heads_price", "heads_kind"}
+    assert params["branches_kind"]["Dense_1"]["kernel"].shape == (16, 8)
+    labels = param_labels(model, params)
+    assert set(jax.tree.leaves(labels["branches_kind"])) == {"kind"} and set(jax.tree.leaves(labels["trunk"])) == {
+        "shared"}
+    only_price = build_model(config.model, tasks, architecture="branches", architecture_kwargs={"branch_tasks": ["price"]})
+    assert set(only_price.init(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)))["params"]) == {
+        "trunk", "branches_price", "heads_price", "heads_kind"}
+    with pytest.raises(ValueError, match=r"branch_tasks \['prize'\] are not tasks"):
+        build_model(config.model, tasks, architecture="branches", architecture_kwargs={"branch_tasks": ["prize"]})
+    with pytest.raises(ValueError, match=r"per-pixel tasks \['parts'\]"):
+        build_model(config.model, (segmentation("parts", 4),), architecture="branches",
+                    architecture_kwargs={"branch_tasks": ["parts"]}, output_size=(64, 64))
+    assert "branches" in dict(ARCHITECTURES.describe())

@@ -1,8 +1,8 @@
 """Trunks and architectures by name for configs, and the model a config describes.
 
 A config gives ``model`` (a trunk name below, or ``"none"``), ``model_kwargs`` (the trunk's
-fields), ``architecture`` (how tasks share: ``hard``, ``mmoe``, ``ple``, ``cross_stitch``,
-``columns``, ``mtan``) with ``architecture_kwargs``, and ``head_hidden`` / ``pool`` for the
+fields), ``architecture`` (how tasks share: ``hard``, ``branches``, ``mmoe``, ``ple``,
+``cross_stitch``, ``columns``, ``mtan``) with ``architecture_kwargs``, and ``head_hidden`` / ``pool`` for the
 heads; :func:`build_model` makes the multi-task model. For ``mmoe`` and ``ple`` the trunk is
 the shared input encoder (optional); ``cross_stitch``, ``columns`` and ``mtan`` build their
 own shared layers and take no trunk.
@@ -15,7 +15,7 @@ import flax.linen as nn
 
 from mtl_jax.models.experts import mmoe, ple
 from mtl_jax.models.mtan import mtan
-from mtl_jax.models.sharing import hard_sharing
+from mtl_jax.models.sharing import hard_sharing, task_branches
 from mtl_jax.models.soft_sharing import task_columns
 from mtl_jax.models.trunks import MLP, FieldEmbedding, ResNet, SeedCNN, TextEncoder
 from mtl_jax.registry import ARCHITECTURES, MODELS
@@ -42,6 +42,25 @@ def _hard(tasks, trunk, *, head_hidden, pool, output_size):
     if trunk is None:
         raise ValueError("architecture 'hard' needs a trunk: set model (mtl-jax list: models)")
     return hard_sharing(trunk, tasks, head_hidden=head_hidden, pool=pool, output_size=output_size)
+
+
+@ARCHITECTURES.register("branches", "task-specific branches: the trunk is shared, then each task in branch_tasks "
+                        "(default: every task) has its own dense layers (branch_features) before its head")
+def _branches(tasks, trunk, *, head_hidden, pool, output_size, branch_features: Sequence[int] = (64,),
+              branch_tasks: Sequence[str] = ()):
+    if trunk is None:
+        raise ValueError("architecture 'branches' needs a shared trunk: set model (mtl-jax list: models)")
+    names = [t.name for t in tasks]
+    chosen = list(branch_tasks) or [t.name for t in tasks if not t.dense]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise ValueError(f"architecture 'branches': branch_tasks {unknown} are not tasks of this config ({names})")
+    dense = [t.name for t in tasks if t.dense and t.name in chosen]
+    if dense:
+        raise ValueError(f"architecture 'branches': branches are dense layers on the flattened representation; "
+                         f"per-pixel tasks {dense} cannot take one (leave them out of branch_tasks)")
+    branches = {name: MLP(tuple(int(f) for f in branch_features)) for name in chosen}
+    return task_branches(trunk, branches, tasks, head_hidden=head_hidden, pool=pool, output_size=output_size)
 
 
 @ARCHITECTURES.register("mmoe", "MMoE (Ma et al. 2018): shared experts, a softmax gate and tower per task; "
