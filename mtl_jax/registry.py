@@ -11,6 +11,7 @@ the runner looks them up here. Adding a method is one new file that registers on
 """
 from __future__ import annotations
 
+import difflib
 from typing import Callable, NamedTuple
 
 
@@ -40,12 +41,20 @@ class Registry:
         return decorate
 
     def canonical(self, name: str) -> str:
-        """``name`` itself, or the name an alias stands for."""
-        return self._aliases.get(name, name)
+        """The registered name ``name`` means: itself, the name an alias stands for, or either
+        spelled in another case (``UW``, ``MMoE``); unknown names are returned unchanged."""
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        folded = {key.lower(): self._aliases.get(key, key) for key in (*self._entries, *self._aliases)}
+        return folded.get(str(name).lower(), name)
 
     def get(self, name: str) -> Callable:
         if self.canonical(name) not in self._entries:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}")
+            close = difflib.get_close_matches(str(name).lower(), [*self._entries, *self._aliases], n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})")
         return self._entries[self.canonical(name)].factory
 
     def describe(self) -> list[tuple[str, str]]:

@@ -114,6 +114,14 @@ def test_registry_names_are_the_function_names_and_old_names_are_aliases():
         registry.register("two", "second", aliases=("uno",))(lambda: 2)
     with pytest.raises(KeyError, match="unknown thing 'three'"):
         registry.get("three")
+    # case-insensitive, LibMTL's short names, and a suggestion for a near miss
+    from mtl_jax.registry import ARCHITECTURES
+    assert WEIGHTINGS.get("UW") is WEIGHTINGS.get("uncertainty") and WEIGHTINGS.get("EW") is WEIGHTINGS.get("equal")
+    assert ARCHITECTURES.get("HPS") is ARCHITECTURES.get("hard") and ARCHITECTURES.get("MMoE") is ARCHITECTURES.get("mmoe")
+    with pytest.raises(KeyError, match="unknown weighting method 'uncertainity'; did you mean 'uncertainty'"):
+        WEIGHTINGS.get("uncertainity")
+    with pytest.raises(KeyError, match="unknown aggregator 'pcgard'; did you mean 'pcgrad'"):
+        AGGREGATORS.get("pcgard")
 
 
 def test_a_custom_method_plugs_into_the_train_step():

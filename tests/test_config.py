@@ -56,7 +56,7 @@ def test_missing_config_file_and_missing_get_config(tmp_path):
 
 
 def test_registries_name_the_known_entries_on_a_miss():
-    with pytest.raises(KeyError, match="unknown model 'vgg'; known: .*seed_cnn"):
+    with pytest.raises(KeyError, match=r"unknown model 'vgg' \(known: .*seed_cnn"):
         MODELS.get("vgg")
     assert {"static", "equal"} <= {name for name, _ in WEIGHTINGS.describe()}
     registry = Registry("thing")

@@ -37,7 +37,7 @@ def _no_trunk(name: str, trunk) -> None:
                          "(and its widths in architecture_kwargs)")
 
 
-@ARCHITECTURES.register("hard", "hard sharing: the trunk, then one head per task")
+@ARCHITECTURES.register("hard", "hard sharing: the trunk, then one head per task", aliases=("hps",))
 def _hard(tasks, trunk, *, head_hidden, pool, output_size):
     if trunk is None:
         raise ValueError("architecture 'hard' needs a trunk: set model (mtl-jax list: models)")

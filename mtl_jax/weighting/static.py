@@ -46,6 +46,6 @@ def from_tasks(tasks: Sequence[Task]) -> Method:
     return static([t.weight for t in tasks])
 
 
-@WEIGHTINGS.register("equal", "equal weights (EW): every lambda is 1, plain summed-loss training")
+@WEIGHTINGS.register("equal", "equal weights (EW): every lambda is 1, plain summed-loss training", aliases=("ew",))
 def equal(tasks: Sequence[Task]) -> Method:
     return static([1.0] * len(tasks))
