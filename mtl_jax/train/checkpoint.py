@@ -37,6 +37,7 @@ import logging
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -104,9 +105,13 @@ def short_error(error: BaseException) -> str:
 
 
 def _drop_unretrieved_read_errors(record: logging.LogRecord) -> bool:
-    """asyncio logs the futures of a failed TensorStore read when they are collected, later."""
-    return not (record.getMessage().startswith("Future exception was never retrieved")
-                and "tensorstore" in record.getMessage())
+    """asyncio logs the futures and tasks of a failed orbax/TensorStore read when they are
+    collected, later (at exit at the latest): drop those, keep everything else."""
+    message = record.getMessage()
+    if not message.startswith(("Future exception was never retrieved", "Task exception was never retrieved")):
+        return True
+    details = message + ("".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
+    return not any(name in details.lower() for name in ("tensorstore", "orbax"))
 
 
 @contextlib.contextmanager
