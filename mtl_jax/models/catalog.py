@@ -45,7 +45,8 @@ def _hard(tasks, trunk, *, head_hidden, pool, output_size):
 
 
 @ARCHITECTURES.register("branches", "task-specific branches: the trunk is shared, then each task in branch_tasks "
-                        "(default: every task) has its own dense layers (branch_features) before its head")
+                        "(default: every non-per-pixel task) has its own dense layers (branch_features) before its "
+                        "head")
 def _branches(tasks, trunk, *, head_hidden, pool, output_size, branch_features: Sequence[int] = (64,),
               branch_tasks: Sequence[str] = ()):
     if trunk is None:
