@@ -61,6 +61,12 @@ def gramian_of(jacobian) -> jax.Array:
     return sum(f @ f.T for f in (leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(jacobian)))
 
 
+def weighted_sum(weights: jax.Array, stacked):
+    """``sum_i w_i x_i`` for a pytree of per-task values (leaves ``[T, ...]``), e.g. the balanced
+    gradient ``J^T w`` from a Jacobian, or the cotangent ``sum_i w_i dL_i/dz``."""
+    return jax.tree.map(lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), stacked)
+
+
 def from_gramian(coefficients: Callable[[jax.Array, jax.Array], jax.Array]) -> Method:
     """A stateless aggregator from ``coefficients(gramian, key) -> [T]``."""
     return Method(lambda num_tasks: (), lambda info, state, key: (coefficients(info.gramian, key), state),

@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Direction, Info, Method, gramian_of
+from mtl_jax.balancing import Direction, Info, Method, gramian_of, weighted_sum
 
 
 class Balanced(NamedTuple):
@@ -43,10 +43,6 @@ def _losses(losses) -> jax.Array:
     if losses.ndim != 1:
         raise ValueError(f"the loss function must return a [T] vector of per-task losses, got shape {losses.shape}")
     return losses
-
-
-def _weighted(weights, stacked):
-    return jax.tree.map(lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), stacked)
 
 
 def task_jacobian(loss_fn: Callable[..., jax.Array], params, *args) -> tuple[jax.Array, Any]:
@@ -84,7 +80,7 @@ def balanced_grads(loss_fn: Callable[..., jax.Array], params, method: Method, st
     gramian = gramian_of(jacobian)
     weights, state = method.update(Info(jax.lax.stop_gradient(losses), gramian), state, key)
     weights = jax.lax.stop_gradient(weights)
-    return Balanced(_weighted(weights, jacobian), losses, weights, state, gramian)
+    return Balanced(weighted_sum(weights, jacobian), losses, weights, state, gramian)
 
 
 def balanced_grads_at_features(represent: Callable[[Any, Any], Any], heads: Callable[[Any, Any], jax.Array],
@@ -110,9 +106,8 @@ def balanced_grads_at_features(represent: Callable[[Any, Any], Any], heads: Call
         jacobian = per_task if method.needs == "feature_jacobian" else None
         out, state = method.update(Info(stopped, gramian, jacobian), state, key)
         weights, cotangent = out if isinstance(out, Direction) else (out, None)
-        weights = jax.lax.stop_gradient(weights)
         if cotangent is None:
-            cotangent = _weighted(weights, per_task)
+            cotangent = weighted_sum(weights, per_task)
     weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
     if cotangent is None:
         cotangent = feature_pullback(weights)[0]

@@ -23,12 +23,12 @@ task's gradient.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Direction, Info, gramian_of
+from mtl_jax.balancing import Direction, Info, gramian_of, weighted_sum
 from mtl_jax.models.contract import SHARED
 from mtl_jax.tasks import Task, task_losses
 from mtl_jax.train import parameter_gramian as pg
@@ -95,7 +95,7 @@ def weighted_gradients(model, tasks: Sequence[Task], params, inputs, batch, rngs
         trunk_grads = pg.weighted_shared_grads(taps, params, shared_keys, recorded, signals, general_grads, weights)
     else:
         if shared_cotangent is None:
-            shared_cotangent = jax.tree.map(lambda leaf: jnp.tensordot(weights, leaf, axes=1), per_task)
+            shared_cotangent = weighted_sum(weights, per_task)
         trunk_grads = trunk_vjp(shared_cotangent)[0]
     index = {n: i for i, n in enumerate(names)}
     grads = {}
