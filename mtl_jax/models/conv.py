@@ -1,4 +1,4 @@
-"""Convolution and pooling that are fast on CPU, with the values of XLA's own.
+"""Convolution and pooling that are fast on CPU, with the values of XLA's own, in both AD modes.
 
 On CPU, XLA is slow at three things a small CNN spends most of its step on: max pooling's
 gradient (``select_and_scatter``: ~60-130 ms a layer in the seed CNN step) and, with the
@@ -9,12 +9,9 @@ few input channels (the RGB stem). This module provides
 * :func:`max_pool` and :func:`relu_max_pool` (``max_pool(relu(y + b))``): non-overlapping
   windows pooled by one variadic reduction over the window's strided slices (fused with the
   ReLU and bias before it), which also writes out, as an int8 map, the first position holding
-  each window's maximum. Their custom VJPs route the gradient there, exactly where XLA's
-  ``select_and_scatter`` sends it, ties included, and keep only that int8 map for the backward
-  pass, not the float input (the 32 -> 64 layer's 16 MB conv output is freed after the
-  forward); :func:`relu_max_pool` also sums the bias gradient over the pooled map;
+  each window's maximum;
 * :func:`conv_general_dilated`: the signature and values of ``lax.conv_general_dilated``;
-  for NHWC inputs and HWIO kernels it computes, through a ``jax.custom_vjp``:
+  for NHWC inputs and HWIO kernels it computes
 
   - narrow patches (``kh*kw*C_in <= GEMM_MAX_PATCH``, e.g. the RGB stem), with the im2col
     patch matrix ``P`` (one row of ``kh*kw*C_in`` values per output pixel)::
@@ -23,7 +20,7 @@ few input channels (the RGB stem). This module provides
         filter gradient:  dW = P^T dy       (one GEMM over the saved patches)
 
   - wider ones: XLA's forward convolution and, for the filter gradient, one
-    ``[C_in, C_out]`` GEMM per kernel tap over chunks of images (:func:`_filter_gradient_by_taps`)::
+    ``[C_in, C_out]`` GEMM per kernel tap over chunks of images (:func:`_by_taps`)::
 
         dW[ky, kx] = sum_b sum_{y, x} x_pad[b, s*y + d*ky, s*x + d*kx]^T dy[b, y, x]
 
@@ -31,6 +28,17 @@ few input channels (the RGB stem). This module provides
     CPU does well).
 
   Grouped, input-dilated or other-layout convolutions are XLA's own.
+
+Every layer here is a ``jax.custom_jvp`` whose tangent is written in plain linear JAX operations
+chosen so that their transposes, which reverse mode derives, are the fast gradients above: the
+pooling tangent picks each window's tangent at the int8 index (:func:`pick`), so its transpose
+sends the gradient exactly where XLA's ``select_and_scatter`` does, ties included, reading only
+the index (the 32 -> 64 layer's 16 MB conv output is freed after the forward); the filter
+tangent ``conv(x, dW)`` is ``P dW`` or the per-tap GEMMs. So ``jax.grad`` is as fast as a
+hand-written VJP, and ``jax.jvp``, ``jax.linearize``, ``jax.jacfwd`` and Hessian-vector products
+(forward over reverse, or reverse over reverse) work as through XLA's layers
+(``tests/test_forward_mode.py``). ``jax.checkpoint`` around the tangents keeps large
+recomputable intermediates (per-tap slices, comparisons with the index) out of the residuals.
 
 :func:`conv_for_platform` picks the convolution for ``conv="auto" | "fast" | "native"`` and
 :func:`fast_pooling` the pooling: on CPU, ``"auto"`` pools with :func:`max_pool` and keeps
@@ -48,7 +56,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from mtl_jax import cpu
 
@@ -130,59 +140,8 @@ def in_chunks(a, steps: int, chunk: int):
 FILTER_GRAD_CHUNK_BYTES = 1 << 20
 
 
-def _filter_gradient_by_taps(x, dy, kernel_shape, strides, pads, dilation):
-    """``dW[ky, kx] = sum_{b, y, x} x_pad[b, s*y + d*ky, s*x + d*kx]^T dy[b, y, x]``.
-
-    One ``[C_in, C_out]`` GEMM per kernel tap over a chunk of images, summed over chunks in a
-    ``lax.scan``: every operand stays small enough to sit in cache, unlike the ``kh*kw``-times
-    larger patch matrix or XLA CPU's filter-gradient convolution. Batches that the chunk does not
-    divide are padded with zero images, which add nothing to the sum.
-    """
-    kh, kw, cin, cout = kernel_shape
-    batch, out_h, out_w, _ = dy.shape
-    steps, chunk = chunking(batch, out_h * out_w * cin * x.dtype.itemsize, FILTER_GRAD_CHUNK_BYTES)
-    x = in_chunks(x, steps, chunk)
-    dy = in_chunks(dy, steps, chunk).reshape(steps, chunk * out_h * out_w, cout)
-
-    def add_chunk(total, chunk_pair):
-        xc, dyc = chunk_pair
-        xc = _pad(xc, pads)  # per chunk: no padded copy of the whole batch
-        taps = [lax.dot_general(_tap(xc, ky, kx, strides, dilation, (out_h, out_w)).reshape(-1, cin), dyc,
-                                (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-                for ky in range(kh) for kx in range(kw)]
-        return total + jnp.stack(taps).reshape(kernel_shape), None
-
-    total, _ = lax.scan(add_chunk, jnp.zeros(kernel_shape, jnp.float32), (x, dy))
-    return total
-
-
 def _native(x, w, strides, pads, dilation):
     return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=NHWC)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _gemm_conv(x, w, strides, pads, dilation):
-    return _gemm_conv_fwd(x, w, strides, pads, dilation)[0]
-
-
-def _gemm_conv_fwd(x, w, strides, pads, dilation):
-    kh, kw, cin, cout = w.shape
-    out_hw = jax.eval_shape(lambda: _native(x, w, strides, pads, dilation)).shape[1:3]
-    patches = _patches(x, (kh, kw), strides, pads, dilation, out_hw)
-    y = patches.reshape(-1, kh * kw * cin) @ _patch_kernel(w)
-    return y.reshape(x.shape[0], *out_hw, cout), (x, w, patches)
-
-
-def _gemm_conv_bwd(strides, pads, dilation, residuals, dy):
-    x, w, patches = residuals
-    kh, kw, cin, cout = w.shape
-    rows = patches.reshape(-1, kh * kw * cin)
-    dw = lax.dot_general(rows, dy.reshape(-1, cout), (((0,), (0,)), ((), ())))
-    dw = jnp.transpose(dw.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
-    return _input_gradient(x, w, strides, pads, dilation, dy), dw.astype(w.dtype)
-
-
-_gemm_conv.defvjp(_gemm_conv_fwd, _gemm_conv_bwd)
 
 
 def _input_gradient(x, w, strides, pads, dilation, dy):
@@ -190,22 +149,90 @@ def _input_gradient(x, w, strides, pads, dilation, dy):
     return jax.vjp(lambda x_: _native(x_, w, strides, pads, dilation), x)[1](dy)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero)
+
+
+def _input_tangent(t_x, w, strides, pads, dilation):
+    """``conv(t_x, w)``: XLA's convolution, whose transpose is XLA's transposed convolution
+    (the input gradient, which XLA CPU does well); None for a zero tangent (e.g. the image)."""
+    return None if _is_zero(t_x) else _native(t_x, w, strides, pads, dilation)
+
+
+def _sum_or_zeros(like, *terms):
+    """The sum of the terms that are not None (zero tangents), or zeros shaped like ``like``."""
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(like)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _gemm_conv(x, w, strides, pads, dilation):
+    return _gemm_conv_with_patches(x, w, strides, pads, dilation)[0]
+
+
+def _gemm_conv_with_patches(x, w, strides, pads, dilation):
+    kh, kw, cin, cout = w.shape
+    out_hw = jax.eval_shape(lambda: _native(x, w, strides, pads, dilation)).shape[1:3]
+    patches = _patches(x, (kh, kw), strides, pads, dilation, out_hw).reshape(-1, kh * kw * cin)
+    return (patches @ _patch_kernel(w)).reshape(x.shape[0], *out_hw, cout), patches
+
+
+def _gemm_conv_jvp(strides, pads, dilation, primals, tangents):
+    """``dy = P dW + conv(dx, W)``. Reverse mode transposes it into ``dW = P^T g`` (one GEMM
+    over the patches kept from the forward pass) and XLA's transposed convolution for ``dx``."""
+    (x, w), (t_x, t_w) = primals, tangents
+    y, patches = _gemm_conv_with_patches(x, w, strides, pads, dilation)
+    by_kernel = None if _is_zero(t_w) else (patches @ _patch_kernel(t_w)).reshape(y.shape)
+    by_input = _input_tangent(t_x, w, strides, pads, dilation)
+    return y, _sum_or_zeros(y, by_kernel, by_input)
+
+
+_gemm_conv.defjvp(_gemm_conv_jvp, symbolic_zeros=True)
+
+
+def _by_taps(x, t_w, strides, pads, dilation, out_hw):
+    """``conv(x, t_w)`` as ``sum_{ky, kx} x_pad[b, s*y + d*ky, s*x + d*kx] t_w[ky, kx]``: one
+    ``[C_in, C_out]`` GEMM per kernel tap over chunks of images in a ``lax.scan``, each chunk's taps
+    recomputed from the chunk (``jax.checkpoint``), never kept.
+
+    Linear in ``t_w``; its transpose, which reverse mode derives, is the filter gradient
+    ``dW[ky, kx] = sum_{b, y, x} x_pad[b, s*y + d*ky, s*x + d*kx]^T g[b, y, x]``: per chunk, every
+    operand small enough to sit in cache, unlike the ``kh*kw``-times larger patch matrix or XLA
+    CPU's filter-gradient convolution. Batches the chunk does not divide are padded with zero
+    images, which add nothing to the gradient and are cropped from the output.
+    """
+    kh, kw, cin, cout = t_w.shape
+    batch = x.shape[0]
+    steps, chunk = chunking(batch, out_hw[0] * out_hw[1] * cin * x.dtype.itemsize, FILTER_GRAD_CHUNK_BYTES)
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk_output(x_chunk):
+        x_chunk = _pad(x_chunk, pads)  # per chunk: no padded copy of the whole batch
+        taps = [lax.dot_general(_tap(x_chunk, ky, kx, strides, dilation, out_hw).reshape(-1, cin), t_w[ky, kx],
+                                (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+                for ky in range(kh) for kx in range(kw)]
+        return None, functools.reduce(jnp.add, taps)
+
+    out = lax.scan(lambda _, x_chunk: chunk_output(x_chunk), None, in_chunks(x, steps, chunk))[1]
+    return out.reshape(steps * chunk, *out_hw, cout)[:batch].astype(x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _tap_conv(x, w, strides, pads, dilation):
     return _native(x, w, strides, pads, dilation)
 
 
-def _tap_conv_fwd(x, w, strides, pads, dilation):
-    return _native(x, w, strides, pads, dilation), (x, w)
+def _tap_conv_jvp(strides, pads, dilation, primals, tangents):
+    """``dy = conv(dx, W) + conv(x, dW)``, the second by :func:`_by_taps`, whose transpose replaces
+    XLA CPU's filter-gradient convolution in reverse mode."""
+    (x, w), (t_x, t_w) = primals, tangents
+    y = _native(x, w, strides, pads, dilation)
+    by_kernel = None if _is_zero(t_w) else _by_taps(x, t_w, strides, pads, dilation, y.shape[1:3])
+    by_input = _input_tangent(t_x, w, strides, pads, dilation)
+    return y, _sum_or_zeros(y, by_kernel, by_input)
 
 
-def _tap_conv_bwd(strides, pads, dilation, residuals, dy):
-    x, w = residuals
-    dw = _filter_gradient_by_taps(x, dy, w.shape, strides, pads, dilation)
-    return _input_gradient(x, w, strides, pads, dilation, dy), dw.astype(w.dtype)
-
-
-_tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
+_tap_conv.defjvp(_tap_conv_jvp, symbolic_zeros=True)
 
 
 def _plain(lhs, rhs, dimension_numbers, lhs_dilation, feature_group_count, batch_group_count,
@@ -336,71 +363,110 @@ def window_max_and_index(candidates, relu: bool = False):
     One variadic reduction over the stacked candidates, which XLA fuses with the strided slices
     that produce them, so the index is written out as an int8 map. (Computed elementwise instead,
     XLA recomputes it from the float input inside every gradient consumer.) For ``relu`` a zero
-    candidate goes first, so that a window without a positive value picks it.
+    candidate goes first, so that a window without a positive value picks it. Differentiable in
+    both modes to any order: the maximum's tangent is the tangent of the candidate at the index.
+    Inside a ``lax.scan`` body use :func:`scan_window_max_and_index`.
     """
+    return _window_max_and_index(tuple(candidates), relu)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _window_max_and_index(candidates, relu):
+    return _first_max(candidates, relu, jnp.int8)
+
+
+@_window_max_and_index.defjvp
+def _window_max_and_index_jvp(relu, primals, tangents):
+    (candidates,), (t_candidates,) = primals, tangents
+    maximum, index = _window_max_and_index(candidates, relu)
+    t_maximum = functools.reduce(jnp.add, [jnp.where(index == j, t, 0) for j, t in enumerate(t_candidates)])
+    return (maximum, index), (t_maximum, np.zeros(index.shape, jax.dtypes.float0))
+
+
+def scan_window_max_and_index(candidates, relu: bool = False):
+    """:func:`window_max_and_index` for a ``lax.scan`` body, differentiable to any order there too.
+
+    A second-order derivative (a JVP of a linearization) partially evaluates the scan body, which
+    inlines custom derivative rules, so the reduction itself is differentiated: JAX's generic reduce
+    JVP fails on an operand whose tangent is a symbolic zero, such as the int8 positions. Here the
+    positions are floats that formally depend on the candidates (a select XLA folds away); the
+    float reduction costs ~2-3% of the seed CNN step against int8 (benchmarks/conv_speed.py).
+    """
+    return _first_max(tuple(candidates), relu, None)
+
+
+def _first_max(candidates, relu, order_dtype):
     n = len(candidates)
     if relu:
-        candidates = [jnp.zeros_like(candidates[0]), *candidates]
+        candidates = (jnp.zeros_like(candidates[0]), *candidates)
     stacked = jnp.stack(candidates, axis=-1)
-    order = lax.broadcasted_iota(jnp.int8, stacked.shape, stacked.ndim - 1)
+    positions = lax.broadcasted_iota(order_dtype or stacked.dtype, stacked.shape, stacked.ndim - 1)
+    order = positions if order_dtype else jnp.where(False, stacked, positions)
 
     def first_max(a, b):
         (value_a, index_a), (value_b, index_b) = a, b
         take_b = (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
         return jnp.where(take_b, value_b, value_a), jnp.where(take_b, index_b, index_a)
 
-    init = (jnp.array(-jnp.inf, stacked.dtype), jnp.array(jnp.iinfo(jnp.int8).max, jnp.int8))
+    init = (jnp.array(-jnp.inf, stacked.dtype), jnp.array(len(candidates), order.dtype))
     maximum, index = lax.reduce((stacked, order), init, first_max, (stacked.ndim - 1,))
+    index = index.astype(jnp.int8)
     if relu:  # position 0 is the zero candidate: no window position
         index = jnp.where(index == 0, jnp.int8(n), index - jnp.int8(1))
     return maximum, index
 
 
-def spread(index, g, window):
-    """Max pooling's input gradient: each of ``g``'s values at its window's position ``index``
-    (from :func:`window_max_and_index`), 0 elsewhere; ``[B, Hp * wy, Wp * wx, C]``, one fused pass."""
-    b, hp, wp, c = g.shape
-    positions = jnp.arange(window[0] * window[1], dtype=jnp.int8).reshape(1, 1, window[0], 1, window[1], 1)
-    hit = index[:, :, None, :, None, :] == positions
-    return jnp.where(hit, g[:, :, None, :, None, :], 0).reshape(b, hp * window[0], wp * window[1], c)
+def pick(index, t, window, t_bias=None):
+    """The tangent of max pooling (of ``relu(y + bias)`` with ``t_bias``): at each window, ``t`` at
+    the window's position ``index`` (from :func:`window_max_and_index`), plus ``t_bias``; 0 where
+    ``index`` is no position (``window[0] * window[1]``: the ReLU cut the window off). ``t`` is
+    ``[B, Hp * wy, Wp * wx, C]`` (cropped), the result ``[B, Hp, Wp, C]``; either may be None (zero).
+
+    Linear in ``t`` and ``t_bias``; reverse mode derives its transpose, max pooling's gradient:
+    each pooled gradient value sent to its window's position ``index``, 0 elsewhere (one fused
+    pass), and the bias gradient summed over the pooled map, ``window`` times smaller than ``y``.
+    ``jax.checkpoint`` keeps the comparisons with ``index`` out of the residuals: the backward
+    pass reads only the int8 ``index``.
+    """
+    return _pick(index, t, t_bias, tuple(window))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.checkpoint, static_argnums=(3,), prevent_cse=False)
+def _pick(index, t, t_bias, window):
+    terms = []
+    if t is not None:
+        b, h, w, c = t.shape
+        positions = jnp.arange(window[0] * window[1], dtype=jnp.int8).reshape(1, 1, window[0], 1, window[1], 1)
+        hit = index[:, :, None, :, None, :] == positions
+        terms.append(jnp.where(hit, t.reshape(b, h // window[0], window[0], w // window[1], window[1], c), 0)
+                     .sum(axis=(2, 4)))
+    if t_bias is not None:
+        terms.append(jnp.where(index < window[0] * window[1], t_bias, 0))
+    return functools.reduce(jnp.add, terms)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _window_max(x, window):
     return window_max_and_index(window_slices(x, window))[0]
 
 
-def _window_max_fwd(x, window):
+@_window_max.defjvp
+def _window_max_jvp(window, primals, tangents):
+    (x,), (t_x,) = primals, tangents
     pooled, index = window_max_and_index(window_slices(x, window))
-    return pooled, index
+    return pooled, pick(index, t_x, window)
 
 
-def _window_max_bwd(window, index, g):
-    return (spread(index, g, window),)
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _bias_relu_window_max(y, bias, window):
-    return _bias_relu_window_max_fwd(y, bias, window)[0]
+    return window_max_and_index([s + bias for s in window_slices(y, window)], relu=True)[0]
 
 
-def _bias_relu_window_max_fwd(y, bias, window):
+@_bias_relu_window_max.defjvp
+def _bias_relu_window_max_jvp(window, primals, tangents):
+    """``d out = pick(index, dy) + db`` where the window's maximum is positive: reverse mode
+    derives the input gradient and the bias gradient summed over the pooled map (``window`` times
+    smaller than ``y``), from the int8 ``index`` alone."""
+    (y, bias), (t_y, t_bias) = primals, tangents
     pooled, index = window_max_and_index([s + bias for s in window_slices(y, window)], relu=True)
-    return pooled, (index, bias)
-
-
-def pooled_bias_gradient(index, g, window):
-    """The bias gradient of ``max_pool(relu(y + bias))``: ``g`` summed over the windows whose
-    maximum is positive (``index`` from :func:`window_max_and_index` with ``relu``), per channel."""
-    return jnp.where(index < window[0] * window[1], g, 0).reshape(-1, g.shape[-1]).sum(axis=0)
-
-
-def _bias_relu_window_max_bwd(window, residuals, g):
-    index, bias = residuals
-    return spread(index, g, window), pooled_bias_gradient(index, g, window).astype(bias.dtype)
-
-
-_bias_relu_window_max.defvjp(_bias_relu_window_max_fwd, _bias_relu_window_max_bwd)
+    return pooled, pick(index, t_y, window, t_bias)

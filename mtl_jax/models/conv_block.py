@@ -13,6 +13,11 @@ window position ``j``'s conv output pixels, so pooling is an elementwise maximum
     backward, per chunk:  recompute P;  dz_j = g where i == j;  dW += sum_j P_j^T dz_j  (one GEMM)
     after the scan:       db = sum of g where the window's maximum is positive
 
+The layer is a ``jax.custom_jvp`` (so forward mode and Hessian-vector products work): its
+tangent ``d out = (P_i dW + conv(dx, W) + db)`` at each window's first maximum ``i`` is written,
+chunk by chunk, in linear operations whose transpose, derived by reverse mode, is the backward
+pass above (:func:`_kernel_tangent`).
+
 The full-resolution activation ``z`` (``B x H x W x C_out``: 33 MB for the seed CNN's first
 layer) never leaves the cache: on a CPU its round trips through memory cost more than the
 layer's arithmetic. The backward pass needs no forward GEMM (only the int8 index), conv
@@ -38,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_jax.models import conv as conv_module
-from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool, relu_max_pool, window_max_and_index
+from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool, relu_max_pool, scan_window_max_and_index
 
 # Images per chunk: as many as keep a chunk's full-resolution activation under this size
 # (8 MiB measured fastest for the seed CNN's stem in benchmarks/conv_speed.py: 4 and 16 MiB lose).
@@ -69,12 +74,12 @@ def _shapes(x, kernel, strides, pads, window):
     return out_hw, pooled_hw, chunks
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
 def _conv_relu_pool(x, kernel, bias, strides, pads, window):
-    return _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window)[0]
+    return _pooled_and_index(x, kernel, bias, strides, pads, window)[0]
 
 
-def _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window):
+def _pooled_and_index(x, kernel, bias, strides, pads, window):
     kh, kw, cin, cout = kernel.shape
     _, pooled_hw, (steps, chunk) = _shapes(x, kernel, strides, pads, window)
 
@@ -82,39 +87,56 @@ def _conv_relu_pool_fwd(x, kernel, bias, strides, pads, window):
         patches = window_patches(x_chunk, (kh, kw), strides, pads, window, pooled_hw)
         z = (patches.reshape(-1, kh * kw * cin) @ conv_module._patch_kernel(kernel)).reshape(
             *patches.shape[:-1], cout) + bias
-        return None, window_max_and_index(list(z), relu=True)
+        return None, scan_window_max_and_index(list(z), relu=True)
 
     pooled, index = lax.scan(layer, None, conv_module.in_chunks(x, steps, chunk))[1]
     pooled = pooled.reshape(steps * chunk, *pooled.shape[2:])[: x.shape[0]]
-    return pooled, (x, kernel, bias, index)
+    return pooled, index
 
 
-def _conv_relu_pool_bwd(strides, pads, window, residuals, g):
-    x, kernel, bias, index = residuals
-    kh, kw, cin, cout = kernel.shape
-    out_hw, pooled_hw, (steps, chunk) = _shapes(x, kernel, strides, pads, window)
+def _kernel_tangent(x, index, t_kernel, strides, pads, window):
+    """``dz_i`` at each window's first maximum ``i`` for ``dz_j = P_j dW``, chunk by chunk, each
+    chunk's patches recomputed from the chunk (``jax.checkpoint``), never kept.
+
+    Linear in ``dW``; reverse mode derives its transpose, the filter gradient: per chunk
+    ``dz_j = g where i == j`` and ``dW += sum_j P_j^T dz_j``, one GEMM over the recomputed patches.
+    """
+    kh, kw, cin, cout = t_kernel.shape
+    _, pooled_hw, (steps, chunk) = _shapes(x, t_kernel, strides, pads, window)
     positions = jnp.arange(window[0] * window[1], dtype=jnp.int8).reshape(-1, 1, 1, 1, 1)
-    g = conv_module.in_chunks(g, steps, chunk)
+    t_matrix = conv_module._patch_kernel(t_kernel)
 
-    def layer_gradient(d_kernel, chunk_arrays):
-        x_chunk, g_chunk, index_chunk = chunk_arrays
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk_tangent(x_chunk, index_chunk):
         patches = window_patches(x_chunk, (kh, kw), strides, pads, window, pooled_hw)
-        dz = jnp.where(index_chunk[None] == positions, g_chunk[None], 0.0)  # window-major, like the patches
-        d_kernel += lax.dot_general(patches.reshape(-1, kh * kw * cin), dz.reshape(-1, cout), (((0,), (0,)), ((), ())))
-        dz_image = conv_module.spread(index_chunk, g_chunk, window)  # dropped by XLA unless dx is used
-        dz_image = jnp.pad(dz_image, ((0, 0), (0, out_hw[0] - dz_image.shape[1]), (0, out_hw[1] - dz_image.shape[2]),
-                                      (0, 0)))
-        return d_kernel, conv_module._input_gradient(x_chunk, kernel, strides, pads, (1, 1), dz_image)
+        dz = (patches.reshape(-1, kh * kw * cin) @ t_matrix).reshape(*patches.shape[:-1], cout)
+        return jnp.where(index_chunk[None] == positions, dz, 0).sum(axis=0)
 
-    d_kernel, dx = lax.scan(layer_gradient, jnp.zeros((kh * kw * cin, cout), jnp.float32),
-                            (conv_module.in_chunks(x, steps, chunk), g, index))
-    d_kernel = jnp.transpose(d_kernel.reshape(kw, kh, cin, cout), (1, 0, 2, 3))
-    d_bias = conv_module.pooled_bias_gradient(index, g, window)
-    dx = dx.reshape(steps * chunk, *x.shape[1:])[: x.shape[0]]
-    return dx.astype(x.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
+    tangent = lax.scan(lambda _, arrays: (None, chunk_tangent(*arrays)), None,
+                       (conv_module.in_chunks(x, steps, chunk), index))[1]
+    return tangent.reshape(steps * chunk, *tangent.shape[2:])[: x.shape[0]]
 
 
-_conv_relu_pool.defvjp(_conv_relu_pool_fwd, _conv_relu_pool_bwd)
+def _conv_relu_pool_jvp(strides, pads, window, primals, tangents):
+    """``d out = pick(i, conv(dx, W) + conv(x, dW) + db)`` at each window's first maximum ``i``:
+    :func:`_kernel_tangent` for ``dW``, XLA's convolution for ``dx`` (reverse mode: XLA's
+    transposed convolution, skipped for the image input, whose tangent is zero), and the bias
+    through :func:`conv.pick`. The backward pass keeps only ``x`` and the int8 ``i``."""
+    (x, kernel, bias), (t_x, t_kernel, t_bias) = primals, tangents
+    pooled, index = _pooled_and_index(x, kernel, bias, strides, pads, window)
+    flat_index = index.reshape(-1, *index.shape[2:])[: x.shape[0]]
+    terms = []
+    if not conv_module._is_zero(t_kernel):
+        terms.append(_kernel_tangent(x, index, t_kernel, strides, pads, window))
+    through_input = None if conv_module._is_zero(t_x) else conv_module._crop(
+        conv_module._native(t_x, kernel, strides, pads, (1, 1)), window)
+    through_bias = None if conv_module._is_zero(t_bias) else t_bias
+    if through_input is not None or through_bias is not None:
+        terms.append(conv_module.pick(flat_index, through_input, window, through_bias))
+    return pooled, conv_module._sum_or_zeros(pooled, *terms)
+
+
+_conv_relu_pool.defjvp(_conv_relu_pool_jvp, symbolic_zeros=True)
 
 
 def fusable(x, kernel) -> bool:
