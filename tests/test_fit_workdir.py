@@ -86,6 +86,50 @@ def test_resuming_reproduces_the_uninterrupted_run_bitwise(finished_run, tmp_pat
     assert json.loads((copy / "history.json").read_text()) == json.loads((workdir / "history.json").read_text())
 
 
+def _meta_bytes(workdir, step):
+    return sum(f.stat().st_size for f in (workdir / "checkpoints" / str(step) / "meta").rglob("*") if f.is_file())
+
+
+def test_a_checkpoint_does_not_grow_with_the_position_in_the_epoch(tmp_path):
+    """The epoch's statistics are a fixed-size accumulator in the checkpoint's meta, not every step's outputs."""
+    data = toy_regression_classification(96, seed=3)
+    _fit(tmp_path / "run", data=data, epochs=1, checkpoint_every_steps=1, validation=None, best_metric=None)
+    sizes = [_meta_bytes(tmp_path / "run", step) for step in (1, 6, 11)]
+    assert max(sizes) - min(sizes) < 200, sizes  # digits of the sums vary, nothing per step
+    assert not any(p.name == "epoch_outputs" for p in (tmp_path / "run" / "checkpoints").rglob("*"))
+
+
+def test_a_mid_epoch_checkpoint_of_an_older_version_resumes_exactly(finished_run, tmp_path):
+    """Checkpoints written before the accumulator kept every step's outputs of the epoch (item
+    ``epoch_outputs``); resuming one folds them and ends as the uninterrupted run."""
+    import orbax.checkpoint as ocp
+
+    workdir, expected, history = finished_run
+    copy = _truncated_copy(finished_run, tmp_path, 5)  # the end of epoch 1
+    state, _ = _fit(copy, resume=True, epochs=1)  # nothing to do: the state at step 5
+    step = make_train_step(MODEL, TASKS, OPTIMIZER, static([1.0, 0.5]), "x")
+    order = epoch_order(40, 0, 1)
+    outputs = []
+    batch = {**{k: v[order[:8]] for k, v in DATA.items()}, "_valid": np.ones(8, np.float32)}
+    state, out = step(state, batch)  # one step into epoch 2, saved at step 6 as the older fit did
+    outputs.append(jax.device_get(out))
+    restored = Checkpointer(copy).restore_latest(jax.eval_shape(lambda: state))
+    meta = dict(restored.meta, epoch=1, step_in_epoch=1)
+    del meta["epoch_stats"]
+    target = copy / "checkpoints"
+    manager = ocp.CheckpointManager(target, item_handlers={
+        "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+        "epoch_outputs": ocp.StandardCheckpointHandler()})
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *outputs)
+    manager.save(6, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+                                            epoch_outputs=ocp.args.StandardSave(stacked)))
+    manager.wait_until_finished()
+    manager.close()
+    resumed, resumed_history = _fit(copy, resume=True)
+    chex.assert_trees_all_equal(_host(resumed), expected)
+    np.testing.assert_allclose(resumed_history["train/y/rmse"], history["train/y/rmse"], rtol=1e-6)
+
+
 def test_a_workdir_holding_a_run_is_refused_without_resume(finished_run):
     with pytest.raises(FileExistsError, match="already holds a run"):
         _fit(finished_run[0])

@@ -6,18 +6,21 @@ manager with ``best_fn`` would delete the latest step and make resumption imposs
 * ``checkpoints/<step>``: the ``keep`` latest, written every N steps and at epoch ends;
 * ``best/<step>``: one checkpoint, the best so far by the chosen validation metric.
 
-Each checkpoint has three items: ``state`` (the whole :class:`~mtl_jax.train.state.TrainState`:
-params, optimizer state, weighting state, step, RNG key), ``meta`` (JSON: epoch, position in
-the epoch, history, early-stopping and best-metric bookkeeping, skipped-step count) and, when
-saved mid-epoch, ``epoch_outputs`` (the statistics of the epoch's steps so far, so that the
-epoch's metrics are exact after a resume). The data position is ``(epoch, step_in_epoch)``:
-batch order is a pure function of the seed and the epoch (:mod:`mtl_jax.data.batching`).
+Each checkpoint has two items: ``state`` (the whole :class:`~mtl_jax.train.state.TrainState`:
+params, optimizer state, weighting state, step, RNG key) and ``meta`` (JSON: epoch, position in
+the epoch, history, early-stopping and best-metric bookkeeping, skipped-step count, and the
+epoch's statistics so far as a fixed-size accumulator, :mod:`mtl_jax.train.epoch_stats`, so
+that the epoch's metrics are exact after a resume and the checkpoint does not grow with the
+position in the epoch). The data position is ``(epoch, step_in_epoch)``: batch order is a
+pure function of the seed and the epoch (:mod:`mtl_jax.data.batching`). Checkpoints written
+by older versions carry a third item, ``epoch_outputs`` (every step's outputs of the epoch so
+far); it is still read, and folded into the accumulator by ``fit``.
 
 What a restore does with each kind of checkpoint:
 
-* complete and matching the configuration's train state: restored. Its ``epoch_outputs``
-  are restored as saved even when the step's outputs changed shape (e.g. gradient
-  diagnostics switched on), since they only feed the current epoch's statistics;
+* complete and matching the configuration's train state: restored. An older checkpoint's
+  ``epoch_outputs`` are restored as saved even when the step's outputs changed shape (e.g.
+  gradient diagnostics switched on), since they only feed the current epoch's statistics;
 * readable but of another shape (the model, tasks or optimizer changed):
   :class:`CheckpointMismatch` naming the arrays that differ; nothing is moved;
 * unreadable (truncated or missing files, bad metadata): a writer (``read_only=False``)
@@ -140,10 +143,6 @@ def _quiet_reader():
         sys.stderr, sys.unraisablehook = stderr, unraisable
 
 
-def stack_outputs(outputs: list) -> Any:
-    return jax.tree.map(lambda *leaves: np.stack(leaves), *outputs)
-
-
 def unstack_outputs(stacked, count: int) -> list:
     return [jax.tree.map(lambda leaf: leaf[i], stacked) for i in range(count)]
 
@@ -195,16 +194,13 @@ class Checkpointer:
     def best_steps(self) -> list[int]:
         return self._steps(BEST_DIR)
 
-    def save(self, state, meta: dict, epoch_outputs: list) -> None:
-        """Saves the latest checkpoint at ``state.step`` (host outputs of the epoch so far)."""
+    def save(self, state, meta: dict) -> None:
+        """Saves the latest checkpoint at ``state.step``."""
         step = int(state.step)
         manager = self._manager(LATEST_DIR)
         if step in manager.all_steps():
             return  # written before an interruption; identical by determinism
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
-        if epoch_outputs:
-            items["epoch_outputs"] = ocp.args.StandardSave(stack_outputs(epoch_outputs))
-        manager.save(step, args=ocp.args.Composite(**items))
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         manager.wait_until_finished()
 
     def save_best(self, state, meta: dict) -> None:
@@ -256,7 +252,7 @@ class Checkpointer:
                     "was trained with (its config.json), or start a new workdir")
             items = {"state": ocp.args.StandardRestore(abstract_state)}
             count = int(meta.get("step_in_epoch", 0))
-            if abstract_output is not None and count:
+            if abstract_output is not None and count and "epoch_stats" not in meta:  # an older checkpoint
                 saved_outputs = metadata["epoch_outputs"] if "epoch_outputs" in metadata.keys() else None
                 items["epoch_outputs"] = ocp.args.StandardRestore(
                     self._outputs_target(saved_outputs, abstract_output, count))

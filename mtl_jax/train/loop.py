@@ -31,13 +31,13 @@ import optax
 from tqdm.auto import tqdm
 
 from mtl_jax import checks
-from mtl_jax import metrics as metrics_lib
 from mtl_jax.aggregation import certificate
 from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
 from mtl_jax.diagnostics import conflict
 from mtl_jax.diagnostics.affinity import Affinities, affinity_table, make_affinity_step, strongest_partners
 from mtl_jax.files import write_json
 from mtl_jax.tasks import Task, static_weights, task_outputs
+from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import CORRUPT_DIR, Checkpointer, Restored, abstract_of, saved_steps, set_aside_steps
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.plots import plot_affinity, plot_gradient_conflict, plot_history, plot_task_weights
@@ -64,35 +64,10 @@ class FitResult(NamedTuple):
 
 
 def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Exact epoch metrics ``{"<task>/loss", "<task>/<metric>", ...}`` from per-step outputs.
-
-    Steps flagged non-finite (skipped by the ``"skip"`` policy) are left out.
-    """
-    outputs = [o for o in jax.device_get(list(outputs)) if bool(o.get("finite", True))]
-    result = {}
-    if not outputs:
-        return {f"{t.name}/{name}": float("nan") for t in tasks for name in ("loss", *t.metrics)}
-    loss_sum = np.sum([o["loss_sum"] for o in outputs], axis=0)
-    loss_count = np.sum([o["loss_count"] for o in outputs], axis=0)
-    for i, task in enumerate(tasks):
-        result[f"{task.name}/loss"] = float(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else float("nan")
-        for name in task.metrics:
-            metric = metrics_lib.get_metric(name)
-            per_step = [o["stats"][task.name][name] for o in outputs]
-            kinds = jax.tree.map(lambda _: metric.reduce, per_step[0])
-            result[f"{task.name}/{name}"] = metric.compute(metrics_lib.combine(per_step, kinds))
-    # A resumed epoch may mix steps with and without an output (diagnostics switched on or off).
-    weights, penalties, gramians, residuals = ([o[key] for o in outputs if key in o]
-                                               for key in ("weights", "penalty", "gramian", "solver_residual"))
-    if residuals:
-        result["solver_residual"] = float(np.max(residuals))
-    if weights:
-        result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, np.mean(weights, axis=0))})
-    if penalties:
-        result["penalty"] = float(np.mean(penalties))
-    if gramians:
-        result.update(conflict.epoch_summary(gramians))
-    return result
+    """Exact epoch metrics ``{"<task>/loss", "<task>/<metric>", ...}`` from per-step outputs
+    (:mod:`mtl_jax.train.epoch_stats`). Steps flagged non-finite (skipped by the ``"skip"``
+    policy) are left out."""
+    return epoch_stats.summary(tasks, epoch_stats.fold(tasks, outputs))
 
 
 def _show_progress(progress: bool | None) -> bool:
@@ -294,8 +269,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     spe = steps_per_epoch(train, batch_size)
 
     meta = {"epoch": 0, "step_in_epoch": 0, "history": {"epoch": []}, "skipped_steps": 0,
-            "monitor": Monitor.init(), "stopped_early": False, "affinity": Affinities.init(len(tasks))}
-    epoch_outputs: list = []
+            "monitor": Monitor.init(), "stopped_early": False, "affinity": Affinities.init(len(tasks)),
+            "epoch_stats": epoch_stats.init()}
     checkpointer = writer = None
     with contextlib.ExitStack() as stack:
         if workdir is not None:
@@ -306,7 +281,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             restored = open_run(workdir, checkpointer, resume, signature, abstract_state,
                                 lambda: jax.eval_shape(train_step, abstract_state, first)[1])
             if restored is not None:
-                state, meta, epoch_outputs = restored.state, restored.meta, restored.epoch_outputs
+                state, meta = restored.state, restored.meta
+                if "epoch_stats" not in meta:  # written by an older mtl_jax: the epoch's step outputs
+                    meta["epoch_stats"] = epoch_stats.fold(tasks, restored.epoch_outputs)
             # Validated: from here on the run writes into its workdir.
             for name, value in (run_files or {}).items():
                 write_json(workdir / name, value)
@@ -333,7 +310,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                 if not warned_solver and float(out.get("solver_ratio", 0.0)) > 1.0:
                     warned_solver = True
                     _warn_unconverged(state.weighting_state, out, step)
-                epoch_outputs.append(out)
+                meta["epoch_stats"] = epoch_stats.add(meta["epoch_stats"], tasks, out)
                 if writer is not None and log_every_steps and step % log_every_steps == 0:
                     writer.write(step, _step_row(tasks, out, step, learning_rate_fn))
             for (step, _), matrix in zip(pending_affinity, jax.device_get([m for _, m in pending_affinity])):
@@ -361,7 +338,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             if writer is not None:
                 writer.flush()
             if checkpointer is not None:
-                checkpointer.save(state, meta, epoch_outputs)
+                checkpointer.save(state, meta)
 
         done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
         bar = tqdm(total=epochs * spe, initial=done, disable=not _show_progress(progress), unit="step",
@@ -388,7 +365,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                     sync()
                     row = {}
                     if end:
-                        row.update({f"train/{k}": v for k, v in summarize(tasks, epoch_outputs).items()})
+                        row.update({f"train/{k}": v for k, v in epoch_stats.summary(tasks, meta["epoch_stats"]).items()})
                     if at_eval or (end and validation is not None):
                         row.update(validate(host_step))
                         if monitor is not None and monitor.should_stop(meta["monitor"]):
@@ -401,8 +378,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
                         if affinity_step is not None:
                             history.setdefault("affinity", []).append(Affinities.epoch_mean(meta["affinity"]))
                             meta["affinity"] = Affinities.new_epoch(meta["affinity"])
-                        meta.update(epoch=epoch + 1, step_in_epoch=0)
-                        epoch_outputs = []
+                        meta.update(epoch=epoch + 1, step_in_epoch=0, epoch_stats=epoch_stats.init())
                     if writer is not None and row:
                         scalars = {k: v for k, v in row.items() if isinstance(v, (int, float))}
                         writer.write(host_step, {**scalars, **({"epoch": epoch + 1} if end else {})})

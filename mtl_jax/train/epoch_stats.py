@@ -1,0 +1,121 @@
+"""An epoch's statistics as a fixed-size accumulator, folded step by step.
+
+``fit`` folds every step's outputs (read to the host) into one accumulator and turns it into
+the epoch's numbers at the epoch's end; a mid-epoch checkpoint stores the accumulator in its
+JSON ``meta``, so the checkpoint does not grow with the position in the epoch (apart from
+metrics whose statistics are per-example, ``reduce="concat"``, such as AUC, which keep the
+epoch's scores by definition). The accumulator is plain JSON (Python floats, nested lists):
+float64 sums that round-trip exactly, so a resumed epoch folds the same numbers in the same
+order as an uninterrupted one and ends bitwise equal.
+
+Fields (each present once a step provided it):
+  ``steps``: finite steps folded (steps skipped under ``nonfinite="skip"`` are left out);
+  ``loss_sum``, ``loss_count``: per task, over labelled examples;
+  ``stats``: per task and metric, the metric's batch statistics (a dict of arrays) combined by
+    its ``reduce``;
+  ``weights`` / ``weights_steps``, ``penalty`` / ``penalty_steps``: sums for the epoch means;
+  ``cosines`` / ``conflicting_pairs`` / ``gramian_steps``: for the mean gradient-cosine matrix;
+  ``solver_residual``: the largest.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from mtl_jax import metrics as metrics_lib
+from mtl_jax.diagnostics import conflict
+from mtl_jax.tasks import Task
+
+Stats = dict
+
+
+def init() -> Stats:
+    return {"steps": 0}
+
+
+def _as_json(value) -> Any:
+    return np.asarray(value, np.float64).tolist()
+
+
+def _add(total, value):
+    return _as_json(np.asarray(total, np.float64) + np.asarray(value, np.float64))
+
+
+def _metric_stats(value, task: str, name: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"metric {name!r} of task {task!r}: batch statistics must be a dict of arrays, "
+                        f"got {type(value).__name__}")
+    return {key: np.asarray(leaf, np.float64) for key, leaf in value.items()}
+
+
+def _mean_field(stats: Stats, out: Mapping[str, Any], key: str, value=None) -> None:
+    value = out[key] if value is None else value
+    stats[key] = _add(stats[key], value) if key in stats else _as_json(value)
+    stats[f"{key}_steps"] = stats.get(f"{key}_steps", 0) + 1
+
+
+def add(stats: Stats, tasks: Sequence[Task], out: Mapping[str, Any]) -> Stats:
+    """``stats`` with one step's host outputs folded in (a non-finite step is left out)."""
+    out = jax.device_get(out)
+    if not bool(out.get("finite", True)):
+        return stats
+    stats = dict(stats, steps=stats["steps"] + 1)
+    for key in ("loss_sum", "loss_count"):
+        stats[key] = _add(stats[key], out[key]) if key in stats else _as_json(out[key])
+    combined = dict(stats.get("stats", {}))
+    for task in tasks:
+        per_task = dict(combined.get(task.name, {}))
+        for name in task.metrics:
+            concat = metrics_lib.get_metric(name).reduce == "concat"
+            batch = _metric_stats(out["stats"][task.name][name], task.name, name)
+            if name in per_task:
+                old = per_task[name]
+                batch = {key: np.concatenate([np.asarray(old[key], np.float64), value]) if concat
+                         else np.asarray(old[key], np.float64) + value for key, value in batch.items()}
+            per_task[name] = {key: _as_json(value) for key, value in batch.items()}
+        combined[task.name] = per_task
+    stats["stats"] = combined
+    if "weights" in out:
+        _mean_field(stats, out, "weights")
+    if "penalty" in out:
+        _mean_field(stats, out, "penalty")
+    if "gramian" in out:
+        _mean_field(stats, out, "cosines", conflict.cosine_similarities(out["gramian"]))
+        pairs = conflict.conflict_summary(out["gramian"])["conflicting_pairs"]
+        stats["conflicting_pairs"] = stats.get("conflicting_pairs", 0.0) + float(pairs)
+    if "solver_residual" in out:
+        stats["solver_residual"] = max(stats.get("solver_residual", -np.inf), float(out["solver_residual"]))
+    return stats
+
+
+def fold(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]], stats: Stats | None = None) -> Stats:
+    for out in outputs:
+        stats = add(init() if stats is None else stats, tasks, out)
+    return init() if stats is None else stats
+
+
+def summary(tasks: Sequence[Task], stats: Stats) -> dict[str, Any]:
+    """The epoch's numbers ``{"<task>/loss", "<task>/<metric>", "<task>/weight", ...}``: exact
+    epoch metrics (statistics combined before the final division or root), NaN without steps."""
+    if not stats["steps"]:
+        return {f"{t.name}/{name}": float("nan") for t in tasks for name in ("loss", *t.metrics)}
+    result = {}
+    loss_sum, loss_count = np.asarray(stats["loss_sum"]), np.asarray(stats["loss_count"])
+    for i, task in enumerate(tasks):
+        result[f"{task.name}/loss"] = float(loss_sum[i] / loss_count[i]) if loss_count[i] > 0 else float("nan")
+        for name in task.metrics:
+            combined = {key: np.asarray(value) for key, value in stats["stats"][task.name][name].items()}
+            result[f"{task.name}/{name}"] = metrics_lib.get_metric(name).compute(combined)
+    if "solver_residual" in stats:
+        result["solver_residual"] = float(stats["solver_residual"])
+    if "weights" in stats:
+        mean = np.asarray(stats["weights"]) / stats["weights_steps"]
+        result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, mean)})
+    if "penalty" in stats:
+        result["penalty"] = float(stats["penalty"]) / stats["penalty_steps"]
+    if "cosines" in stats:
+        result["gradient_cosines"] = (np.asarray(stats["cosines"]) / stats["cosines_steps"]).tolist()
+        result["conflicting_pairs"] = stats["conflicting_pairs"] / stats["cosines_steps"]
+    return result
