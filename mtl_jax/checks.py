@@ -117,12 +117,43 @@ def check_targets(tasks: Sequence[Task], arrays: Mapping[str, Any], where: str =
 
 def check_data(tasks: Sequence[Task], arrays: Mapping[str, Any], input_key: InputKey, where: str = "data") -> None:
     """All checks of a dataset (dict of arrays) against the tasks and the input key."""
-    from mtl_jax.data.batching import num_examples
+    from mtl_jax.data.sources import num_examples
 
     if num_examples(arrays) == 0:
         raise ValueError(f"{where}: the dataset has no examples")
     check_inputs(arrays, input_key, where)
     check_targets(tasks, arrays, where)
+
+
+# Examples of a record source checked before anything is compiled; the rest batch by batch.
+SOURCE_CHECK_EXAMPLES = 64
+
+
+def dataset_checks(model, tasks: Sequence[Task], data, input_key: InputKey,
+                   where: str = "data") -> Callable[[Mapping[str, Any]], None] | None:
+    """Checks ``data`` against the tasks, the input key and the model's embedding tables.
+
+    In-memory arrays are checked whole (returns None). A record source is never read whole to
+    check it: its first examples are checked now and the returned function checks each batch
+    as it is read (pass it to :func:`~mtl_jax.data.batching.batches`), naming the batch's
+    examples' problem the same way.
+    """
+    from mtl_jax.data.batching import select_inputs
+    from mtl_jax.data.sources import head, is_record_source, num_examples
+
+    if not is_record_source(data):
+        check_data(tasks, data, input_key, where)
+        check_id_ranges(model, select_inputs(data, input_key), f"{where} inputs")
+        return None
+    if num_examples(data) == 0:
+        raise ValueError(f"{where}: the dataset has no examples")
+
+    def check(batch: Mapping[str, Any]) -> None:
+        check_data(tasks, batch, input_key, where)
+        check_id_ranges(model, select_inputs(batch, input_key), f"{where} inputs")
+
+    check(head(data, SOURCE_CHECK_EXAMPLES))
+    return check
 
 
 def _submodules(module: nn.Module) -> Iterator[nn.Module]:
@@ -170,5 +201,5 @@ def check_input_shape(model, params, inputs, where: str = "inputs") -> None:
     try:
         jax.eval_shape(lambda p, x: model.apply({"params": p}, x), params, example)
     except (flax.errors.ScopeParamShapeError, TypeError, ValueError) as error:
-        shapes = jax.tree.map(lambda x: tuple(np.shape(x)), inputs)
-        raise ValueError(f"{where} of shape {shapes} do not fit the model's parameters: {error}") from None
+        shapes = jax.tree.map(lambda x: "(" + ", ".join(["N", *map(str, np.shape(x)[1:])]) + ")", inputs)
+        raise ValueError(f"{where} of shape {shapes} (N examples) do not fit the model's parameters: {error}") from None

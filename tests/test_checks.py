@@ -69,7 +69,7 @@ def test_wrong_target_shape_and_mismatched_lengths():
 def test_wrong_input_shape_for_trained_parameters():
     data = toy_regression_classification(16)
     state, _ = _fit(data)
-    with pytest.raises(ValueError, match=r"inputs of shape \(16, 5\) do not fit"):
+    with pytest.raises(ValueError, match=r"inputs of shape \(N, 5\) \(N examples\) do not fit"):
         mtl.predict(MODEL, TASKS, state.params, data["x"][:, :5])
     bad = dict(data, x=data["x"][:, :5])
     with pytest.raises(ValueError, match="do not fit"):

@@ -1,6 +1,7 @@
-"""Fixed-shape batches from in-memory arrays, shuffled per epoch under a seed.
+"""Fixed-shape batches from in-memory arrays or a record source, shuffled per epoch under a seed.
 
-A dataset here is a dict of numpy arrays sharing their first dimension. Every batch
+A dataset here is a dict of numpy arrays sharing their first dimension, or a
+:class:`~mtl_jax.data.sources.RecordSource` read lazily (see :mod:`mtl_jax.data.sources`). Every batch
 has exactly ``batch_size`` rows: the last partial batch is filled with copies of real
 rows and marked by ``batch["_valid"] == 0``, which every loss and metric honours, so
 the compiled step sees one shape all run long. The order of epoch ``e`` is
@@ -10,10 +11,12 @@ which makes runs reproducible and resumable mid-epoch.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
+import grain
 import numpy as np
 
+from mtl_jax.data.sources import is_record_source, num_examples, read
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
 
 InputKey = str | tuple[str, ...]
@@ -28,18 +31,8 @@ def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
 Arrays = Mapping[str, np.ndarray]
 
 
-def num_examples(arrays: Arrays) -> int:
-    """The shared first dimension of ``arrays`` (an error names the keys that disagree)."""
-    sizes = {k: len(v) for k, v in arrays.items()}
-    if not sizes:
-        raise ValueError("empty dataset: no arrays given")
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"arrays disagree on the number of examples: {sizes}")
-    return next(iter(sizes.values()))
-
-
-def steps_per_epoch(arrays: Arrays, batch_size: int) -> int:
-    return math.ceil(num_examples(arrays) / batch_size)
+def steps_per_epoch(data, batch_size: int) -> int:
+    return math.ceil(num_examples(data) / batch_size)
 
 
 def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
@@ -49,24 +42,41 @@ def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batches(arrays: Arrays, batch_size: int, *, seed: int | None = None, epoch: int = 0,
-            start_step: int = 0) -> Iterator[dict]:
+def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
+            start_step: int = 0, check: Callable[[dict], None] | None = None) -> Iterator[dict]:
     """Yields padded batches of ``batch_size`` rows with a ``_valid`` mask, from ``start_step`` on.
 
-    A ``batch_size`` larger than the dataset is clamped to its size: padding to it would only
-    spend memory on masked copies.
+    ``data`` is a dict of arrays or a :class:`~mtl_jax.data.sources.RecordSource`; a record
+    source's batches are read by grain's worker threads a few batches ahead (its ``threads``
+    and ``prefetch``), each then passed to ``check`` (e.g. label ranges: a source is never read
+    whole to check it up front). A ``batch_size`` larger than the dataset is clamped to its
+    size: padding to it would only spend memory on masked copies.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = num_examples(arrays)
+    n = num_examples(data)
     batch_size = max(1, min(batch_size, n))
     order = epoch_order(n, seed, epoch)
-    for start in range(start_step * batch_size, n, batch_size):
-        index = order[start:start + batch_size]
+    steps = math.ceil(n / batch_size)
+
+    def batch_at(step: int) -> dict:
+        index = order[step * batch_size:(step + 1) * batch_size]
         valid = np.ones(batch_size, np.float32)
         if len(index) < batch_size:
             valid[len(index):] = 0.0
             index = np.concatenate([index, np.full(batch_size - len(index), index[0])])
-        batch = {k: np.take(v, index, axis=0) for k, v in arrays.items()}
+        batch = read(data, index)
         batch[EXAMPLE_MASK_KEY] = valid
+        return batch
+
+    if not is_record_source(data) or not data.threads:
+        reader = map(batch_at, range(start_step, steps))
+    elif start_step >= steps:
+        reader = iter(())
+    else:
+        options = grain.ReadOptions(num_threads=data.threads, prefetch_buffer_size=data.prefetch)
+        reader = iter(grain.MapDataset.range(start_step, steps).map(batch_at).to_iter_dataset(options))
+    for batch in reader:
+        if check is not None:
+            check(batch)
         yield batch

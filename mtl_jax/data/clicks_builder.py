@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -38,7 +39,9 @@ class Clicks(GeneratedBuilder):
 
 
 def load_clicks(train_size: int = 30000, validation_size: int = 5000, test_size: int = 10000, seed: int = 0,
-                data_dir: str | Path | None = None) -> dict[str, dict[str, np.ndarray]]:
+                data_dir: str | Path | None = None, in_memory: bool = True) -> dict[str, Any]:
     """Prepares (once) and loads ``clicks``: ``{"train", "validation", "test"}`` -> dict of arrays
-    (``fields`` int32 ``[N, 5]``; ``click``, ``conversion`` (-1: not observed), ``purchase`` int32 ``[N]``)."""
-    return load_generated(Clicks, clicks_config(train_size, validation_size, test_size, seed), data_dir)
+    (``fields`` int32 ``[N, 5]``; ``click``, ``conversion`` (-1: not observed), ``purchase`` int32 ``[N]``),
+    or, with ``in_memory=False``, a :class:`~mtl_jax.data.sources.RecordSource` per split."""
+    return load_generated(Clicks, clicks_config(train_size, validation_size, test_size, seed), data_dir,
+                          in_memory=in_memory)

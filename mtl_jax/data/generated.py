@@ -5,16 +5,20 @@ configuration is its split sizes and generation seed (:class:`SplitsConfig`, nam
 them so each variant is cached apart). :func:`load_generated` prepares it once as
 array_record files under ``data_dir`` (default ``$MTL_JAX_DATA_DIR`` or
 ``~/.cache/mtl_jax/tensorflow_datasets``) and reads every split back through
-``as_data_source()`` and grain into numpy arrays (no TensorFlow, no download).
+``as_data_source()`` and grain, into numpy arrays or as record sources read batch by batch
+(no TensorFlow, no download).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
+
+from mtl_jax.data.sources import RecordSource, order_by_key
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -85,8 +89,16 @@ def read_split(source, batch_size: int = 1024) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | None = None) -> dict[str, dict]:
-    """Prepares ``builder_class`` with ``config`` once and returns ``{split: {key: array}}``."""
+def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | None = None, *,
+                   casts: Mapping[str, Any] | None = None, in_memory: bool = True) -> dict[str, Any]:
+    """Prepares ``builder_class`` with ``config`` once and returns ``{split: dataset}``.
+
+    ``in_memory=True``: each split as a dict of numpy arrays (:func:`read_split`).
+    ``in_memory=False``: each split as a :class:`~mtl_jax.data.sources.RecordSource` over the
+    builder's ``as_data_source()``, read batch by batch in the same example order (by ``id``,
+    found in one pass over the split), so both give the same batches and runs.
+    ``casts``: ``{key: dtype}`` applied to the arrays (per record when streaming).
+    """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
     builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()), file_format="array_record")
@@ -94,4 +106,12 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
         tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
         builder.download_and_prepare()
     sources = builder.as_data_source()
-    return {split: read_split(sources[split]) for split in SPLIT_NAMES}
+    casts = dict(casts or {})
+
+    def cast(example: dict) -> dict:
+        return {**example, **{k: np.asarray(example[k]).astype(t) for k, t in casts.items()}}
+
+    if not in_memory:
+        return {split: RecordSource(sources[split], transform=cast, order=order_by_key(sources[split], "id"))
+                for split in SPLIT_NAMES}
+    return {split: cast(read_split(sources[split])) for split in SPLIT_NAMES}

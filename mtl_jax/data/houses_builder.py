@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -42,17 +43,16 @@ class Houses(GeneratedBuilder):
 
 
 def load_houses(train_size: int = 3000, validation_size: int = 500, test_size: int = 1000, seed: int = 0,
-                data_dir: str | Path | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Prepares (once) and loads ``houses``: ``{"train", "validation", "test"}`` -> dict of arrays.
+                data_dir: str | Path | None = None, in_memory: bool = True) -> dict[str, Any]:
+    """Prepares (once) and loads ``houses``: ``{"train", "validation", "test"}`` -> dict of arrays,
+    or, with ``in_memory=False``, a :class:`~mtl_jax.data.sources.RecordSource` per split read
+    batch by batch in the same order (``fit``, ``evaluate`` and ``predict`` take either).
 
     Labels are stored as the tasks expect them: ``image`` uint8 ``[N, 64, 64, 3]``,
     ``price``/``windows`` float32 ``[N]``, ``kind``/``storeys``/``roof_colour`` int ``[N]``,
     ``parts`` int ``[N, 64, 64]``.
     """
-    out = load_generated(Houses, houses_config(train_size, validation_size, test_size, seed), data_dir)
-    for arrays in out.values():
-        for key in ("kind", "storeys", "roof_colour", "parts"):
-            arrays[key] = arrays[key].astype(np.int32)
-        for key in ("price", "windows"):
-            arrays[key] = arrays[key].astype(np.float32)
-    return out
+    casts = {**{key: np.int32 for key in ("kind", "storeys", "roof_colour", "parts")},
+             **{key: np.float32 for key in ("price", "windows")}}
+    return load_generated(Houses, houses_config(train_size, validation_size, test_size, seed), data_dir,
+                          casts=casts, in_memory=in_memory)

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from mtl_jax import checks
 from mtl_jax.aggregation import certificate
-from mtl_jax.data.batching import batches, num_examples, steps_per_epoch
+from mtl_jax.data.batching import batches, steps_per_epoch
+from mtl_jax.data.sources import head, is_record_source, num_examples
 from mtl_jax.diagnostics import conflict
 from mtl_jax.diagnostics.affinity import Affinities, affinity_table, make_affinity_step, strongest_partners
 from mtl_jax.files import write_json
@@ -157,8 +158,8 @@ def open_run(workdir: Path, checkpointer: Checkpointer, resume: bool, signature:
     return restored
 
 
-def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray], *,
-        validation: Mapping[str, np.ndarray] | None = None, epochs: int = 10, batch_size: int = 64,
+def fit(model: nn.Module, tasks: Sequence[Task], train, *,
+        validation=None, epochs: int = 10, batch_size: int = 64,
         optimizer: optax.GradientTransformation | None = None, weighting: Method | None = None,
         seed: int = 0, input_key: InputKey = "image", eval_batch_size: int | None = None,
         state: TrainState | None = None, progress: bool | None = None,
@@ -172,7 +173,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
-      train, validation: dicts of numpy arrays (inputs under ``input_key``, each task's target).
+      train, validation: dicts of numpy arrays (inputs under ``input_key``, each task's target),
+        or :class:`~mtl_jax.data.sources.RecordSource` s over random-access sources (a TFDS or
+        grain data source), read batch by batch by grain's worker threads: memory bounded by
+        the batch, not the dataset. A source's first examples are checked before anything is
+        compiled, the rest as each batch is read.
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
       weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain`` of them); default the tasks' static lambdas.
       seed: fixes initialisation, dropout and the shuffling of every epoch.
@@ -222,10 +227,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
     """
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
-    checks.check_data(tasks, train, input_key, "train")
-    checks.check_id_ranges(model, select_inputs(train, input_key), "train inputs")
-    if validation is not None:
-        checks.check_data(tasks, validation, input_key, "validation")
+    check_train = checks.dataset_checks(model, tasks, train, input_key, "train")
+    check_validation = (checks.dataset_checks(model, tasks, validation, input_key, "validation")
+                        if validation is not None else None)
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps),
@@ -261,7 +265,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
         lambda: create_train_state(model, tasks, optimizer, weighting, example, seed))
     checks.check_input_shape(model, abstract_state.params, example, "train inputs")
     if validation is not None:
-        checks.check_input_shape(model, abstract_state.params, select_inputs(validation, input_key),
+        checks.check_input_shape(model, abstract_state.params, select_inputs(head(validation, 8), input_key),
                                  "validation inputs")
     train_step = make_train_step(model, tasks, optimizer, weighting, input_key, penalty)
     eval_step = make_eval_step(model, tasks, input_key)
@@ -327,7 +331,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
 
         def validate(step: int) -> dict:
             result = {f"validation/{k}": v for k, v in
-                      _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size).items()}
+                      _evaluate(eval_step, tasks, state.params, validation, eval_batch_size or batch_size,
+                                check_validation).items()}
             if monitor is not None:
                 meta["monitor"], improved = monitor.update(meta["monitor"], result[monitor.metric], step)
                 if improved and checkpointer is not None:
@@ -347,7 +352,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train: Mapping[str, np.ndarray]
             while meta["epoch"] < epochs and not meta["stopped_early"]:
                 epoch = meta["epoch"]
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
-                for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"]):
+                for batch in batches(train, batch_size, seed=seed, epoch=epoch, start_step=meta["step_in_epoch"],
+                                     check=check_train):
                     if affinity_step is not None and (host_step + 1) % affinity_every_steps == 0:
                         rate = affinity_learning_rate if affinity_learning_rate is not None else learning_rate_fn(host_step)
                         pending_affinity.append((host_step + 1, affinity_step(state.params, batch, rate)))
@@ -456,37 +462,55 @@ def _raise_nonfinite(tasks, out, step, spe, checkpointer):
         "nonfinite='skip' to drop such steps")
 
 
-def evaluate(model: nn.Module, tasks: Sequence[Task], params, data: Mapping[str, np.ndarray],
+def evaluate(model: nn.Module, tasks: Sequence[Task], params, data,
              batch_size: int = 256, input_key: InputKey = "image") -> dict[str, float]:
-    """Exact metrics ``{"<task>/loss", "<task>/<metric>"}`` of ``params`` on ``data``."""
+    """Exact metrics ``{"<task>/loss", "<task>/<metric>"}`` of ``params`` on ``data`` (a dict of
+    arrays or a :class:`~mtl_jax.data.sources.RecordSource`, read batch by batch)."""
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
     checks.check_count("batch_size", batch_size, 1)
-    checks.check_data(tasks, data, input_key)
-    checks.check_input_shape(model, params, select_inputs(data, input_key))
-    return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size)
+    check = checks.dataset_checks(model, tasks, data, input_key)
+    checks.check_input_shape(model, params, select_inputs(head(data, 8), input_key))
+    return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size, check)
 
 
-def _evaluate(eval_step, tasks, params, data, batch_size):
-    return summarize(tasks, [eval_step(params, batch) for batch in batches(data, batch_size)])
+def _evaluate(eval_step, tasks, params, data, batch_size, check=None):
+    """Folds each batch's statistics as it comes (memory bounded by the batch, not the split)."""
+    stats = epoch_stats.init()
+    for batch in batches(data, batch_size, check=check):
+        stats = epoch_stats.add(stats, tasks, eval_step(params, batch))
+    return epoch_stats.summary(tasks, stats)
 
 
-def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size: int = 256) -> dict[str, Any]:
-    """Per-task predictions for ``inputs`` (an array, or a dict for multi-input models).
+def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size: int = 256,
+            input_key: InputKey = "image") -> dict[str, Any]:
+    """Per-task predictions for ``inputs``: an array, a dict of arrays for multi-input models, or a
+    :class:`~mtl_jax.data.sources.RecordSource` whose records' ``input_key`` feeds the model
+    (read batch by batch).
 
     Returns ``{task: output}`` as described in :func:`mtl_jax.tasks.task_outputs`:
     values for regression, ``{"probabilities", "labels"}`` for classification kinds.
     """
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
-    arrays = inputs if isinstance(inputs, Mapping) else {"inputs": inputs}
-    key = tuple(arrays) if isinstance(inputs, Mapping) else "inputs"
+    if is_record_source(inputs):
+        data, key = inputs, input_key
+    else:
+        data = inputs if isinstance(inputs, Mapping) else {"inputs": inputs}
+        key = tuple(data) if isinstance(inputs, Mapping) else "inputs"
     checks.check_count("batch_size", batch_size, 1)
-    checks.check_inputs(arrays, key, "predict")
-    if num_examples(arrays) == 0:
+    if num_examples(data) == 0:
         raise ValueError("predict: no inputs (0 examples)")
-    checks.check_input_shape(model, params, inputs)
+
+    def check(batch):
+        checks.check_inputs(batch, key, "predict")
+        checks.check_id_ranges(model, select_inputs(batch, key), "predict inputs")
+
+    if not is_record_source(data):
+        check(data)
+    checks.check_input_shape(model, params, select_inputs(head(data, 8), key), "predict inputs")
     predict_step = make_predict_step(model)
-    n = num_examples(arrays)
-    raw = [jax.device_get(predict_step(params, select_inputs(batch, key))) for batch in batches(arrays, batch_size)]
+    n = num_examples(data)
+    raw = [jax.device_get(predict_step(params, select_inputs(batch, key)))
+           for batch in batches(data, batch_size, check=check if is_record_source(data) else None)]
     return {t.name: task_outputs(t, np.concatenate([r[t.name] for r in raw])[:n]) for t in tasks}
