@@ -86,8 +86,13 @@ def order_by_key(source, key: str = "id") -> np.ndarray:
     """The permutation that reads ``source`` in increasing ``record[key]`` (stable): the order
     :func:`mtl_jax.data.generated.read_split` gives the in-memory arrays. Reads every record
     once, keeping only that key."""
-    values = np.asarray([np.asarray(source[i][key]) for i in range(len(source))])
-    return np.argsort(values, kind="stable")
+    getitems = getattr(source, "__getitems__", None)
+    values = []
+    for start in range(0, len(source), 1024):  # batched reads where the source has them
+        indices = range(start, min(start + 1024, len(source)))
+        records = getitems(list(indices)) if getitems else [source[i] for i in indices]
+        values += [np.asarray(record[key]) for record in records]
+    return np.argsort(np.asarray(values), kind="stable")
 
 
 def is_record_source(data: Any) -> bool:
