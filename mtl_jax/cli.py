@@ -1,9 +1,14 @@
 """The ``mtl-jax`` command: train, eval, predict, list.
 
-    mtl-jax train   --config experiments/configs/seed_cnn.py [--set key=value ...] --workdir DIR [--resume]
+    mtl-jax train   --config experiments/configs/seed_cnn.py [--config.key=value ...] --workdir DIR [--resume]
+    mtl-jax config  --config experiments/configs/seed_cnn.py [--config.key=value ...]
     mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
     mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
     mtl-jax list
+
+``--config.key=value`` (or ``--config.key value``) overrides a config field as ml_collections'
+``config_flags`` do in Flax's examples; ``--set key=value`` is the same. ``mtl-jax config``
+prints the resolved config, every field with its value and what it means.
 
 Errors in the user's input (bad config, unknown name, unwritable or occupied workdir,
 a workdir another process is writing to, a checkpoint that does not fit or is damaged,
@@ -28,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
     train.add_argument("--config", required=True, help="Python file with get_config()")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field (repeatable), e.g. --set epochs=3")
+                       help="override a config field (repeatable), e.g. --set epochs=3 or --config.epochs=3")
     train.add_argument("--workdir", required=True, help="where checkpoints, logs and plots go")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the workdir")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -42,8 +47,30 @@ def _parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("--output", required=True, help="a .csv or .npz file")
             p.add_argument("--inputs", help="an .npy (or .npz with the dataset's input key) instead of a split")
+    show = sub.add_parser("config", help="print a config resolved: every field, its value and its meaning")
+    show.add_argument("--config", required=True, help="Python file with get_config()")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field (repeatable), e.g. --config.epochs=3")
     sub.add_parser("list", help="datasets, models, weighting methods, aggregators, optimizers and schedules")
     return parser
+
+
+def config_flags(argv: list[str]) -> list[str]:
+    """``--config.key=value`` and ``--config.key value`` (ml_collections' style) as ``--set key=value``."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config.") and len(arg) > len("--config."):
+            key, has_value, value = arg[len("--config."):].partition("=")
+            if not has_value:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{arg} needs a value: {arg}=VALUE")
+                value, i = argv[i + 1], i + 1
+            out += ["--set", f"{key}={value}"]
+        else:
+            out.append(arg)
+        i += 1
+    return out
 
 
 def _list() -> str:
@@ -60,12 +87,16 @@ def _list() -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(config_flags(list(sys.argv[1:] if argv is None else argv)))
     if args.command == "list":
         print(_list())
         return 0
+    from mtl_jax.config import describe, load_config
+
+    if args.command == "config":
+        print(describe(load_config(args.config, args.overrides)))
+        return 0
     from mtl_jax import experiment
-    from mtl_jax.config import load_config
 
     if args.command == "train":
         config = load_config(args.config, args.overrides)

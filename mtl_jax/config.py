@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
+import re
 import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import ml_collections
+
+from mtl_jax.names import did_you_mean
 
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
@@ -127,7 +131,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         node = config
         for depth, part in enumerate(parts):
             if part not in node and (depth == 0 or parts[0] not in OPEN_SECTIONS):
-                raise KeyError(f"unknown config key {key!r}; known: {', '.join(sorted(node.keys()))}")
+                hint = did_you_mean(part, node.keys()) or "."
+                raise KeyError(f"unknown config key {key!r}{hint} Known: {', '.join(sorted(node.keys()))}")
             if depth < len(parts) - 1:
                 if part not in node:
                     node[part] = {}
@@ -163,3 +168,43 @@ def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDic
         return out
     a, b = flat(old.to_dict()), flat(new.to_dict())
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _comments() -> dict[str, str]:
+    """``{field: comment}`` from :func:`default_config`'s source (a comment may continue on
+    the next line)."""
+    comments, last = {}, None
+    for line in inspect.getsource(default_config).splitlines():
+        field = re.match(r"\s*c\.(\w+)\s*=.*?#\s*(.*)$", line)
+        more = re.match(r"\s*#\s+(.*)$", line)
+        if field:
+            last = field.group(1)
+            comments[last] = field.group(2).strip()
+        elif more and last:
+            comments[last] += " " + more.group(1).strip()
+        else:
+            last = None
+    return comments
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+    """The resolved config as ``key = value  # meaning`` lines, every field (defaults included)."""
+    defaults, comments = default_config().to_dict(), _comments()
+    lines = []
+
+    def walk(node, prefix):
+        for key in node.keys():
+            value = node[key]
+            name = f"{prefix}{key}"
+            if isinstance(value, (dict, ml_collections.ConfigDict)) and len(value):
+                if not prefix and key in comments:
+                    lines.append(f"{name}:  # {comments[key]}")
+                walk(value, f"{name}.")
+                continue
+            value = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+            note = comments.get(key, "") if not prefix else ""
+            changed = "" if prefix or key not in defaults or defaults[key] == value else f"  (default: {defaults[key]!r})"
+            lines.append(f"{name} = {value!r}" + (f"  # {note}" if note else "") + changed)
+
+    walk(config, "")
+    return "\n".join(lines)

@@ -30,6 +30,8 @@ from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import NO_TRUNK, build_model
 from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.balancing import at_level, chain, observed
+from mtl_jax.data.sources import head, is_record_source, num_examples
+from mtl_jax.names import did_you_mean
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
 from mtl_jax.files import atomic_write, write_json
@@ -71,6 +73,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     if config.aggregator != "none":
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
+    spec.check_options(config.data)
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=spec.output_size, architecture=config.architecture,
@@ -192,7 +195,7 @@ def restore_params(experiment: Experiment, workdir: str | Path, which: Which = "
     """
     if which not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
-    example = np.asarray(experiment.data["train"][experiment.spec.input_key][:1])
+    example = head(experiment.data["train"], 1)[experiment.spec.input_key]
     abstract = jax.eval_shape(lambda: create_train_state(experiment.model, experiment.tasks, experiment.optimizer,
                                                          experiment.weighting, example, experiment.config.seed))
     checkpointer = Checkpointer(workdir, read_only=True)
@@ -224,7 +227,8 @@ def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best"
     (naming the checkpoint used). Nothing else in the workdir changes."""
     experiment = load_run(workdir, data_dir)
     if split not in experiment.data:
-        raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
+        raise KeyError(f"unknown split {split!r}{did_you_mean(split, experiment.data)} "
+                       f"(this dataset has {sorted(experiment.data)})")
     restored = restore_params(experiment, workdir, which)
     metrics = evaluate(experiment.model, experiment.tasks, restored.params, experiment.data[split],
                        experiment.config.eval_batch_size, experiment.spec.input_key)
@@ -288,13 +292,16 @@ def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test",
     experiment = load_run(workdir, data_dir)
     key = experiment.spec.input_key
     if inputs is not None:
-        array = load_inputs(inputs, key, np.shape(experiment.data["train"][key])[1:])
+        array = load_inputs(inputs, key, np.shape(head(experiment.data["train"], 1)[key])[1:])
     else:
         if split not in experiment.data:
-            raise KeyError(f"unknown split {split!r}; this dataset has {sorted(experiment.data)}")
-        array = experiment.data[split][key]
+            raise KeyError(f"unknown split {split!r}{did_you_mean(split, experiment.data)} "
+                           f"(this dataset has {sorted(experiment.data)})")
+        data = experiment.data[split]
+        array = data if is_record_source(data) else data[key]
     params = restore_params(experiment, workdir, which).params
-    outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size)
+    outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size,
+                      input_key=key)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npz":
         flat = {f"{t}/{k}": v for t, out in outputs.items()
@@ -304,7 +311,8 @@ def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test",
     else:
         columns = prediction_columns(outputs)
         names = list(columns)
-        table = np.column_stack([np.arange(len(array)), *[columns[n] for n in names]])
+        table = np.column_stack([np.arange(num_examples(array) if is_record_source(array) else len(array)),
+                                 *[columns[n] for n in names]])
         with atomic_write(output, "wb") as file:
             np.savetxt(file, table, delimiter=",", header=",".join(["index", *names]), comments="", fmt="%.7g")
     return output

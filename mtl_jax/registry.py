@@ -11,8 +11,9 @@ the runner looks them up here. Adding a method is one new file that registers on
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable, NamedTuple
+
+from mtl_jax.names import did_you_mean
 
 
 class Entry(NamedTuple):
@@ -52,8 +53,7 @@ class Registry:
 
     def get(self, name: str) -> Callable:
         if self.canonical(name) not in self._entries:
-            close = difflib.get_close_matches(str(name).lower(), [*self._entries, *self._aliases], n=3, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(name, [*self._entries, *self._aliases])
             raise KeyError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})")
         return self._entries[self.canonical(name)].factory
 

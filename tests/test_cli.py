@@ -36,7 +36,7 @@ def _run(data_dir, *args, check=True):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("cli") / "run"
-    _run(data_dir, "train", "--config", CONFIG, *TINY, "--set", "epochs=2", "--workdir", workdir, "--quiet")
+    _run(data_dir, "train", f"--config={CONFIG}", *TINY, "--config.epochs", "2", "--workdir", workdir, "--quiet")
     return workdir
 
 
@@ -89,7 +89,8 @@ def test_predict_writes_csv_and_npz(trained, data_dir, tmp_path):
 @pytest.mark.long
 def test_user_errors_are_one_clear_line(trained, data_dir, tmp_path):
     cases = [
-        (["train", "--config", CONFIG, "--set", "epoch=3", "--workdir", tmp_path / "a"], "unknown config key 'epoch'"),
+        (["train", "--config", CONFIG, "--config.epoch=3", "--workdir", tmp_path / "a"],
+         "unknown config key 'epoch'; did you mean 'epochs'?"),
         (["train", "--config", CONFIG, "--set", "model=vgg", "--workdir", tmp_path / "b"], "unknown model 'vgg'"),
         (["train", "--config", CONFIG, *TINY, "--workdir", trained], "pass --resume to continue it"),
         (["train", "--config", CONFIG, *TINY, "--set", "head_hidden=(32,)", "--workdir", trained, "--resume"],

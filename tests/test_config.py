@@ -32,7 +32,7 @@ def test_the_seed_config_loads_with_overrides_of_every_kind():
 
 def test_overrides_refuse_unknown_keys_and_type_changes():
     config = default_config()
-    with pytest.raises(KeyError, match="unknown config key 'epoch'; known: .*epochs"):
+    with pytest.raises(KeyError, match="unknown config key 'epoch'; did you mean 'epochs'\? Known: .*epochs"):
         apply_overrides(config, ["epoch=3"])
     with pytest.raises(TypeError, match="learning_rate='fast'"):
         apply_overrides(config, ["learning_rate=fast"])
@@ -198,3 +198,43 @@ def test_task_specific_branches_are_selectable_from_a_config():
         build_model(config.model, (segmentation("parts", 4),), architecture="branches",
                     architecture_kwargs={"branch_tasks": ["parts"]}, output_size=(64, 64))
     assert "branches" in dict(ARCHITECTURES.describe())
+
+
+def test_flax_style_config_flags_become_overrides():
+    from mtl_jax.cli import config_flags
+
+    argv = ["train", "--config=c.py", "--config.epochs=3", "--config.tasks.kind.weight", "0.5", "--set", "seed=1"]
+    assert config_flags(argv) == ["train", "--config=c.py", "--set", "epochs=3", "--set", "tasks.kind.weight=0.5",
+                                  "--set", "seed=1"]
+    with pytest.raises(ValueError, match="needs a value"):
+        config_flags(["train", "--config.epochs"])
+
+
+def test_the_config_command_prints_every_field_with_its_meaning_and_changes(capsys):
+    from mtl_jax.cli import run
+
+    assert run(["config", "--config", "experiments/configs/seed_cnn.py", "--config.epochs=3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "epochs = 3  (default: 10)" in out
+    assert any(line.startswith("gradient_level = 'feature'  # where gradient methods") and "parameter (exact" in line
+               for line in out)  # a comment continued on the next line of default_config
+    flat = [line.split(" = ")[0] for line in out if " = " in line]
+    for key in default_config().keys():
+        assert key in flat or f"{key}:" in " ".join(out), key
+
+
+def test_an_unknown_key_suggests_the_closest_ones():
+    with pytest.raises(KeyError, match="did you mean 'learning_rate' or 'affinity_learning_rate'"):
+        apply_overrides(default_config(), ["lerning_rate=0.1"])
+    with pytest.raises(KeyError, match="unknown config key 'zzz'. Known:"):
+        apply_overrides(default_config(), ["zzz=1"])
+
+
+def test_misspelt_data_options_and_tasks_are_named_before_any_data_load(tmp_path):
+    config = apply_overrides(default_config(), ["data.train_sise=100"])
+    with pytest.raises(KeyError, match="unknown data option 'train_sise'; did you mean 'train_size'"):
+        experiment.build(config, data_dir=tmp_path)
+    config = apply_overrides(default_config(), ["tasks.prise.weight=1.0"])
+    with pytest.raises(KeyError, match="unknown task.*'prise'.*did you mean 'price'"):
+        experiment.build(config, data_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing generated or downloaded

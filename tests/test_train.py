@@ -147,3 +147,17 @@ def test_repeated_fit_calls_reuse_the_compiled_step():
     before = make_train_step.cache_info().misses
     _fit(data, epochs=1)
     assert make_train_step.cache_info().misses == before
+
+
+def test_without_a_terminal_each_epoch_prints_one_line(capsys):
+    data, validation = toy_regression_classification(32, seed=1), toy_regression_classification(16, seed=2)
+    tasks = (mtl.regression("y"), mtl.classification("label", 3))
+    _, history = mtl.fit(hard_sharing(MLP((8,)), tasks), tasks, data, validation=validation, epochs=2,
+                         batch_size=8, input_key="x")  # progress=None; pytest's stderr is no terminal
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2 "), lines
+    rmse = history["validation/y/rmse"][1]
+    assert f"y: loss {history['train/y/loss'][1]:.4g} rmse" in lines[1] and f"{rmse:.4g})" in lines[1]
+    assert "label: loss" in lines[1] and "accuracy" in lines[1]
+    mtl.fit(hard_sharing(MLP((8,)), tasks), tasks, data, epochs=1, batch_size=8, input_key="x", progress=False)
+    assert capsys.readouterr().err == ""

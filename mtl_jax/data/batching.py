@@ -74,7 +74,7 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
     elif start_step >= steps:
         reader = iter(())
     else:
-        options = grain.ReadOptions(num_threads=data.threads, prefetch_buffer_size=data.prefetch)
+        options = grain.ReadOptions(num_threads=data.threads, prefetch_buffer_size=max(data.prefetch, data.threads))
         reader = iter(grain.MapDataset.range(start_step, steps).map(batch_at).to_iter_dataset(options))
     for batch in reader:
         if check is not None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Mapping
 
 from mtl_jax import tasks as tasks_lib
 from mtl_jax.data import houses
 from mtl_jax.data.clicks_builder import load_clicks
 from mtl_jax.data.houses_builder import load_houses
+from mtl_jax.names import did_you_mean
 from mtl_jax.registry import DATASETS
 from mtl_jax.tasks import Task
 
@@ -30,13 +32,22 @@ class DatasetSpec:
     input_key: str
     output_size: tuple[int, int] | None = None  # for dense (per-pixel) heads
 
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuses loader options the loader does not take, naming the closest ones."""
+        known = [name for name in inspect.signature(self.load).parameters if name != "data_dir"]
+        for name in options:
+            if name not in known:
+                raise KeyError(f"unknown data option {name!r}{did_you_mean(name, known)} "
+                               f"(this dataset's options: {', '.join(known)})")
+
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
         """Tasks in the order given (configs: by name), each with its overrides (``weight``, ``loss``, ``metrics``)."""
         if not chosen:
             raise ValueError(f"no tasks chosen; this dataset offers {sorted(self.tasks)}")
         unknown = [name for name in chosen if name not in self.tasks]
         if unknown:
-            raise KeyError(f"unknown task(s) {unknown}; this dataset offers {sorted(self.tasks)}")
+            hints = "".join(did_you_mean(name, self.tasks) for name in unknown)
+            raise KeyError(f"unknown task(s) {unknown}{hints}; this dataset offers {sorted(self.tasks)}")
         made = []
         for name, overrides in chosen.items():
             overrides = dict(overrides or {})

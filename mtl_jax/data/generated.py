@@ -10,7 +10,10 @@ array_record files under ``data_dir`` (default ``$MTL_JAX_DATA_DIR`` or
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,6 +72,28 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, num_examples: int, seed: int, split: str):
         yield from self.GENERATOR.generate(num_examples, seed, split)
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+    # prepared" around preparation; nothing is downloaded here, so say what happens instead.
+    def _log_download_bytes(self) -> None:
+        sizes = ", ".join(f"{split} {n}" for split, n in self.builder_config.sizes.items())
+        print(f"generating {self.name} ({sizes} examples, seed {self.builder_config.seed}) into {self.data_dir}",
+              file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """TFDS's absl warnings and info lines off while a generated builder is made and read."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MTL_JAX_DATA_DIR", Path.home() / ".cache" / "mtl_jax" / "tensorflow_datasets"))
@@ -101,11 +126,13 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
     """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
-    builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()), file_format="array_record")
-    if not builder.is_prepared():
-        tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
-        builder.download_and_prepare()
-    sources = builder.as_data_source()
+    with _quiet_absl():  # "Using custom data configuration", "Downloading and preparing": nothing downloads
+        builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()),
+                                file_format="array_record")
+        if not builder.is_prepared():
+            tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
+            builder.download_and_prepare()
+        sources = builder.as_data_source()
     casts = dict(casts or {})
 
     def cast(example: dict) -> dict:

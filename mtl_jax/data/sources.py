@@ -39,7 +39,7 @@ class RecordSource:
         :func:`order_by_key` to read a sharded split in the order of its ``id`` field).
       threads: grain worker threads that read batches ahead of the training step (0: read in
         the caller's thread).
-      prefetch: batches read ahead when ``threads > 0``.
+      prefetch: batches read ahead when ``threads > 0`` (at least one per thread).
     """
 
     def __init__(self, source, *, keys: Sequence[str] | None = None,

@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
@@ -72,7 +73,27 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
 
 
 def _show_progress(progress: bool | None) -> bool:
+    """The tqdm bar: on a terminal (``progress=None``), or when asked for."""
     return sys.stderr.isatty() if progress is None else progress
+
+
+def _epoch_lines(progress: bool | None) -> bool:
+    """One line per epoch instead of the bar where stderr is not a terminal (CI, nohup, cluster
+    jobs), unless progress output was switched off."""
+    return progress is None and not sys.stderr.isatty()
+
+
+def epoch_line(tasks: Sequence[Task], epoch: int, epochs: int, seconds: float, row: Mapping[str, Any]) -> str:
+    """``epoch 3/10 12.1s  price: loss 0.123 rmse 0.35 (val 0.130 0.36)  kind: ...`` (Keras'
+    ``verbose=2``): per task the train loss and headline metric, and the validation ones."""
+    parts = [f"epoch {epoch}/{epochs} {seconds:.1f}s"]
+    for task in tasks:
+        names = ("loss", *task.metrics[:1])
+        train = " ".join(f"{n} {row[f'train/{task.name}/{n}']:.4g}" for n in names if f"train/{task.name}/{n}" in row)
+        validation = " ".join(f"{row[f'validation/{task.name}/{n}']:.4g}" for n in names
+                              if f"validation/{task.name}/{n}" in row)
+        parts.append(f"{task.name}: {train}" + (f" (val {validation})" if validation else ""))
+    return "  ".join(parts)
 
 
 def run_signature(tasks: Sequence[Task], abstract_state, convolution: str | None = None) -> dict:
@@ -181,6 +202,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
       weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain`` of them); default the tasks' static lambdas.
       seed: fixes initialisation, dropout and the shuffling of every epoch.
+      progress: None (default): a tqdm bar on a terminal, else one line per epoch on stderr
+        (epoch, seconds, per task the train and validation loss and headline metric); True:
+        the bar; False: nothing.
       state: continue from this state (its step counts on) instead of initialising. Its
         buffers are donated to the compiled step: use the returned state, not this one.
       workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, ``history.json`` and
@@ -346,6 +370,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
                 checkpointer.save(state, meta)
 
         done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
+        lines, epoch_start = _epoch_lines(progress), time.perf_counter()
         bar = tqdm(total=epochs * spe, initial=done, disable=not _show_progress(progress), unit="step",
                    dynamic_ncols=True)
         try:
@@ -376,6 +401,10 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
                         row.update(validate(host_step))
                         if monitor is not None and monitor.should_stop(meta["monitor"]):
                             meta["stopped_early"] = True
+                    if end and lines:
+                        print(epoch_line(tasks, epoch + 1, epochs, time.perf_counter() - epoch_start, row),
+                              file=sys.stderr, flush=True)
+                        epoch_start = time.perf_counter()
                     if end:
                         history["epoch"].append(epoch + 1)
                         for key, value in row.items():
