@@ -231,10 +231,11 @@ def test_an_unknown_key_suggests_the_closest_ones():
 
 
 def test_misspelt_data_options_and_tasks_are_named_before_any_data_load(tmp_path):
-    config = apply_overrides(default_config(), ["data.train_sise=100"])
+    seed_config = "experiments/configs/seed_cnn.py"
+    config = load_config(seed_config, ["data.train_sise=100"])
     with pytest.raises(KeyError, match="unknown data option 'train_sise'; did you mean 'train_size'"):
         experiment.build(config, data_dir=tmp_path)
-    config = apply_overrides(default_config(), ["tasks.prise.weight=1.0"])
+    config = load_config(seed_config, ["tasks.prise.weight=1.0"])
     with pytest.raises(KeyError, match="unknown task.*'prise'.*did you mean 'price'"):
         experiment.build(config, data_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing generated or downloaded
