@@ -60,20 +60,29 @@ class Experiment:
     penalty: Any = None
 
 
-def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None) -> Experiment:
-    """Looks every named piece up in its registry and builds it (data are loaded here)."""
+def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, ...]]:
+    """Every name (dataset, tasks, data options, trunk, architecture, methods, optimizer,
+    schedule, penalty) and count of ``config`` checked, before any data are loaded; returns the
+    dataset's spec and the tasks."""
     spec: DatasetSpec = DATASETS.get(config.dataset)
     tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
-    for registry, name in ((ARCHITECTURES, config.architecture), (WEIGHTINGS, config.weighting), (OPTIMIZERS, config.optimizer),
-                           (SCHEDULES, config.schedule)):
-        registry.get(name)  # a misspelt name fails before any data are loaded
+    for registry, name in ((ARCHITECTURES, config.architecture), (WEIGHTINGS, config.weighting),
+                           (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
+        registry.get(name)
     if config.model != NO_TRUNK:
         MODELS.get(config.model)
-    penalty = make_penalty(config.penalty, config.penalty_weight)
+    make_penalty(config.penalty, config.penalty_weight)
     if config.aggregator != "none":
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
     spec.check_options(config.data)
+    return spec, tasks
+
+
+def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None) -> Experiment:
+    """Looks every named piece up in its registry and builds it (data are loaded here)."""
+    spec, tasks = check(config)
+    penalty = make_penalty(config.penalty, config.penalty_weight)
     data = spec.load(data_dir=data_dir, **dict(config.data))
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=spec.output_size, architecture=config.architecture,

@@ -39,3 +39,43 @@ def test_readme_custom_loop_example_runs(capsys):
     assert (final < 0.7 * first).all(), (first, final)
     state = namespace["method_state"]
     assert len(state) == 3  # one state per piece of the chain
+
+
+def _shell_commands():
+    """Every command of the README's ``bash`` blocks: continuation lines joined, comments and
+    ``[optional]`` parts dropped, ``a|b`` alternatives reduced to the first."""
+    import shlex
+
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\[[^\]]*\]", "", line.split("  #")[0]).strip()
+            if line:
+                yield [re.sub(r"\|[^\s]*", "", word) for word in shlex.split(line)]
+
+
+def test_every_readme_command_works_as_written_after_make_demo():
+    """What a new user pastes: make targets that exist, `. .venv/bin/activate` where `make demo`
+    makes the venv, scripts that exist, and mtl-jax commands whose subcommand, flags, config
+    file and every config override and name the CLI accepts (checked without training)."""
+    from mtl_jax import experiment
+    from mtl_jax.cli import _parser, config_flags
+    from mtl_jax.config import load_config
+
+    root = README.parent
+    makefile = (root / "Makefile").read_text()
+    commands = list(_shell_commands())
+    assert any(c[0] == "mtl-jax" for c in commands) and any(c[0] == "make" for c in commands)
+    for command in commands:
+        if command[0] == "make":
+            assert re.search(rf"^{command[1]}:", makefile, re.M), command
+        elif command[0] == ".":
+            venv = re.search(r"^VENV \?= (\S+)", makefile, re.M).group(1)
+            assert command[1] == f"{venv}/bin/activate", command
+        elif command[0] in ("python", "python3"):
+            assert (root / command[1]).is_file(), command
+        elif command[0] == "mtl-jax":
+            args = _parser().parse_args(config_flags(command[1:]))
+            if getattr(args, "config", None):
+                experiment.check(load_config(root / args.config, args.overrides))
+        elif command[0] not in (".venv-bench/bin/pip", ".venv-bench/bin/python", "python3", "MTL_JAX_KEEP_XLA_FLAGS=1"):
+            raise AssertionError(f"a README command this test does not know how to check: {command}")
