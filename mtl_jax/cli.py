@@ -93,13 +93,14 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     from mtl_jax.config import describe, load_config
 
+    # Config files and overrides are read before JAX is imported: their errors answer at once.
+    config = load_config(args.config, args.overrides) if args.command in ("config", "train") else None
     if args.command == "config":
-        print(describe(load_config(args.config, args.overrides)))
+        print(describe(config))
         return 0
     from mtl_jax import experiment
 
     if args.command == "train":
-        config = load_config(args.config, args.overrides)
         results = experiment.train_and_evaluate(config, args.workdir, resume=args.resume,
                                                 progress=False if args.quiet else None)
         print(json.dumps(results, indent=1))

@@ -141,3 +141,16 @@ def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_p
         step_b, params_b, _ = restore_params(experiment, broken, which)
         assert step_a == step_b
         chex.assert_trees_all_equal(params_a, params_b)
+
+
+def test_help_argument_and_config_errors_answer_without_importing_jax():
+    """Fast start: mtl-jax --help, a misspelt subcommand and a config error never wait for JAX
+    (imports are lazy; `python -X importtime -m mtl_jax.cli --help` shows what is left)."""
+    code = ("import sys\nfrom mtl_jax import cli\n"
+            "for argv in (['--help'], ['trian'], ['train', '--config', 'experiments/configs/seed_cnn.py',"
+            " '--config.epoch=3', '--workdir', 'x'], ['config', '--config', 'experiments/configs/seed_cnn.py']):\n"
+            "    try:\n        cli.run(argv)\n    except (SystemExit, KeyError):\n        pass\n"
+            "print(sorted(m for m in ('jax', 'flax', 'tensorflow_datasets', 'optax') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:]
