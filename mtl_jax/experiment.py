@@ -10,11 +10,12 @@
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Mapping, NamedTuple
+from typing import Any, Literal, Mapping, NamedTuple, Sequence
 
 import jax
 import ml_collections
@@ -30,7 +31,7 @@ from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import NO_TRUNK, build_model
 from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.balancing import at_level, chain, observed
-from mtl_jax.data.sources import head, is_record_source, num_examples
+from mtl_jax.data.sources import RecordSource, head, is_record_source, num_examples
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
@@ -246,15 +247,22 @@ def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best"
     return metrics
 
 
-def prediction_columns(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Flat named columns: ``<task>`` (or ``<task>_<j>``) values, ``<task>_label``, ``<task>_prob_<c>``."""
+def prediction_columns(outputs: Mapping[str, Any], class_names: Mapping[str, Sequence[str]] | None = None,
+                       targets: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Flat named columns: ``<task>`` (or ``<task>_<j>``) values, ``<task>_label`` and its
+    ``<task>_class`` name, ``<task>_prob_<c>``; with ``targets`` (a dataset split) the true
+    ``<task>_true`` (and ``<task>_true_class``) beside each task's predictions."""
     columns = {}
+    class_names, targets = class_names or {}, targets or {}
     for task, out in outputs.items():
+        names = class_names.get(task)
         if isinstance(out, Mapping):
             labels, probs = np.asarray(out["labels"]), np.asarray(out["probabilities"])
             if labels.ndim > 1:
                 raise ValueError(f"task {task!r} predicts per pixel: write NPZ, not CSV")
             columns[f"{task}_label"] = labels
+            if names:
+                columns[f"{task}_class"] = np.asarray(names, object)[labels]
             probs = probs.reshape(len(probs), -1)
             columns.update({f"{task}_prob_{c}": probs[:, c] for c in range(probs.shape[1])})
         else:
@@ -263,7 +271,39 @@ def prediction_columns(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 columns[task] = values[:, 0]
             else:
                 columns.update({f"{task}_{j}": values[:, j] for j in range(values.shape[1])})
+        if task in targets:
+            true = np.asarray(targets[task]).reshape(len(targets[task]), -1)
+            if true.shape[1] == 1:
+                columns[f"{task}_true"] = true[:, 0]
+                if names and np.issubdtype(true.dtype, np.integer):
+                    # a missing label (-1) has no class name
+                    columns[f"{task}_true_class"] = np.where(true[:, 0] >= 0,
+                                                             np.asarray(names, object)[np.clip(true[:, 0], 0, None)], "")
+            else:
+                columns.update({f"{task}_true_{j}": true[:, j] for j in range(true.shape[1])})
     return columns
+
+
+def _split_targets(data, tasks) -> dict[str, np.ndarray]:
+    """Each task's targets of a split (read record by record for a source, without its inputs)."""
+    names = [t.name for t in tasks]
+    if is_record_source(data):
+        return RecordSource(data.source, keys=[n for n in names if n in data.keys], transform=data.transform,
+                            order=data.order, threads=0).read(np.arange(len(data)))
+    return {n: data[n] for n in names if n in data}
+
+
+def _write_csv(file, columns: Mapping[str, np.ndarray], count: int) -> None:
+    """``index`` then the columns; floats to 7 significant digits, class names as text."""
+    writer = csv.writer(file, lineterminator="\n")
+    names = list(columns)
+    writer.writerow(["index", *names])
+
+    def cell(value):
+        return f"{value:.7g}" if isinstance(value, (float, np.floating)) else str(value)
+
+    for i in range(count):
+        writer.writerow([i, *(cell(columns[n][i]) for n in names)])
 
 
 def load_inputs(path: str | Path, input_key: str, expected: tuple[int, ...]) -> np.ndarray:
@@ -311,17 +351,16 @@ def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test",
     params = restore_params(experiment, workdir, which).params
     outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size,
                       input_key=key)
+    targets = _split_targets(experiment.data[split], experiment.tasks) if inputs is None else {}
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npz":
         flat = {f"{t}/{k}": v for t, out in outputs.items()
                 for k, v in (out.items() if isinstance(out, Mapping) else [("values", out)])}
+        flat.update({f"{t}/true": v for t, v in targets.items()})
         with atomic_write(output, "wb") as file:
             np.savez(file, **flat)
     else:
-        columns = prediction_columns(outputs)
-        names = list(columns)
-        table = np.column_stack([np.arange(num_examples(array) if is_record_source(array) else len(array)),
-                                 *[columns[n] for n in names]])
-        with atomic_write(output, "wb") as file:
-            np.savetxt(file, table, delimiter=",", header=",".join(["index", *names]), comments="", fmt="%.7g")
+        columns = prediction_columns(outputs, experiment.spec.class_names, targets)
+        with atomic_write(output, "w") as file:
+            _write_csv(file, columns, num_examples(array) if is_record_source(array) else len(array))
     return output

@@ -73,17 +73,32 @@ def test_eval_reports_the_best_checkpoints_metrics(trained, data_dir):
 
 
 def test_predict_writes_csv_and_npz(trained, data_dir, tmp_path):
+    import csv
+
+    from mtl_jax.data import load_houses
+
     _run(data_dir, "predict", "--workdir", trained, "--output", tmp_path / "p.csv")
-    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
-    assert header == ["index", "kind_label", "kind_prob_0", "kind_prob_1", "kind_prob_2", "price"]  # tasks by name
-    table = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
-    assert table.shape == (40, 6)
-    np.testing.assert_allclose(table[:, 2:5].sum(1), 1.0, atol=1e-5)
+    with open(tmp_path / "p.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["index", "kind_label", "kind_class", "kind_prob_0", "kind_prob_1", "kind_prob_2",
+                             "kind_true", "kind_true_class", "price", "price_true"]  # tasks by name
+    assert len(rows) == 40
+    kinds = ("cottage", "modern", "dome")
+    test = load_houses(train_size=96, validation_size=40, test_size=40, data_dir=data_dir)["test"]
+    for i, row in enumerate(rows):
+        assert row["kind_class"] == kinds[int(row["kind_label"])] and row["kind_true_class"] == kinds[int(row["kind_true"])]
+        assert int(row["kind_true"]) == test["kind"][i] and float(row["price_true"]) == pytest.approx(test["price"][i])
+        assert sum(float(row[f"kind_prob_{c}"]) for c in range(3)) == pytest.approx(1.0, abs=1e-5)
     _run(data_dir, "predict", "--workdir", trained, "--output", tmp_path / "p.npz", "--split", "validation")
     with np.load(tmp_path / "p.npz") as npz:
-        assert sorted(npz.files) == ["kind/labels", "kind/probabilities", "price/values"]
+        assert sorted(npz.files) == ["kind/labels", "kind/probabilities", "kind/true", "price/true", "price/values"]
         assert npz["kind/probabilities"].shape == (40, 3)
         assert npz["price/values"].shape == (40,)
+    np.save(tmp_path / "x.npy", test["image"][:3])
+    _run(data_dir, "predict", "--workdir", trained, "--output", tmp_path / "inputs.csv", "--inputs", tmp_path / "x.npy")
+    with open(tmp_path / "inputs.csv", newline="") as file:
+        header = next(csv.reader(file))
+    assert "kind_true" not in header and "kind_class" in header  # no targets beside given inputs
 
 
 @pytest.mark.long

@@ -31,6 +31,7 @@ class DatasetSpec:
     tasks: Mapping[str, Callable[..., Task]]
     input_key: str
     output_size: tuple[int, int] | None = None  # for dense (per-pixel) heads
+    class_names: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # per task, by index
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Refuses loader options the loader does not take, naming the closest ones."""
@@ -71,7 +72,9 @@ HOUSES = DATASETS.register(
                "roof_colour": functools.partial(tasks_lib.classification, num_classes=len(houses.ROOF_COLOURS)),
                "parts": functools.partial(tasks_lib.segmentation, num_classes=len(houses.PARTS))},
         input_key="image",
-        output_size=(houses.SIZE, houses.SIZE)))
+        output_size=(houses.SIZE, houses.SIZE),
+        class_names={"kind": houses.KINDS, "storeys": ("one", "two", "three"), "roof_colour": houses.ROOF_COLOURS,
+                     "parts": houses.PARTS}))
 
 CLICKS = DATASETS.register(
     "clicks", "generated recommendation impressions: click, conversion (observed after a click), purchase; "
