@@ -59,7 +59,9 @@ def assert_resumes_bitwise(model, tasks, data, tmp_path, **options):
 
     import mtl_jax as mtl
 
-    assert len(next(iter(data.values()))) == 40
+    from mtl_jax.data.sources import num_examples
+
+    assert num_examples(data) == 40
     options = {"epochs": 2, "batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2),
                "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False, **options}
     state, history = mtl.fit(model, tasks, data, workdir=tmp_path / "a", **options)

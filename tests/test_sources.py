@@ -12,7 +12,7 @@ from mtl_jax.data import batches, load_houses
 from mtl_jax.data.sources import RecordSource, order_by_key
 from mtl_jax.models import MLP, hard_sharing
 
-from conftest import toy_regression_classification
+from conftest import assert_resumes_bitwise, toy_regression_classification
 
 TASKS = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
 MODEL = hard_sharing(MLP((16,)), TASKS)
@@ -102,3 +102,10 @@ def test_a_source_without_the_random_access_protocol_is_refused_clearly():
         RecordSource(iter([{"x": 1}]))
     with pytest.raises(TypeError, match="dict of arrays or a RecordSource"):
         mtl.fit(MODEL, TASKS, [{"x": np.zeros(8)}], epochs=1, input_key="x", progress=False)
+
+
+def test_a_run_on_a_source_resumed_mid_epoch_equals_the_uninterrupted_one(tmp_path):
+    """The data position of a streamed run is (epoch, step_in_epoch), as for arrays: resuming from a
+    mid-epoch checkpoint reads the remaining batches of that epoch and ends bitwise equal."""
+    source = RecordSource(CountingSource(toy_regression_classification(40, seed=1)), threads=2)
+    assert_resumes_bitwise(MODEL, TASKS, source, tmp_path)
