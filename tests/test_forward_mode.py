@@ -18,11 +18,13 @@ from mtl_jax.models.soft_sharing import task_columns
 TASKS = (mtl.regression("price"), mtl.classification("kind", 3))
 IMAGE = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 12, 12, 3)), jnp.uint8)
 
-CONV_MODELS = {  # every module with a ``conv`` option, small
+CONV_TRUNKS = {  # the trunks with a ``conv`` option, small: second order against XLA's layers
     "seed_network": lambda conv: mtl.models.hard_sharing(SeedCNN((4, 8), conv=conv), TASKS, head_hidden=(8,)),
     "resnet": lambda conv: ResNet((1, 1), (8, 16), conv=conv),
-    "mtan": lambda conv: mtan(TASKS, features=(8, 16), conv=conv),
-    "cross_stitch": lambda conv: task_columns(TASKS, features=(8, 16), layer="conv", conv=conv),
+}
+CONV_ARCHITECTURES = {  # architectures with their own conv stages (the same layer functions): first order
+    "mtan": lambda conv: mtan(TASKS, features=(4, 8), conv=conv),
+    "cross_stitch": lambda conv: task_columns(TASKS, features=(4, 8), layer="conv", conv=conv),
 }
 
 
@@ -56,9 +58,9 @@ def _both_modes(f):
     return run
 
 
-@pytest.mark.parametrize("name", list(CONV_MODELS))
+@pytest.mark.parametrize("name", list(CONV_TRUNKS))
 def test_forward_mode_and_hessian_vector_products_equal_xlas_layers(name):
-    fast, native = CONV_MODELS[name]("fast"), CONV_MODELS[name]("native")
+    fast, native = CONV_TRUNKS[name]("fast"), CONV_TRUNKS[name]("native")
     params = native.init(jax.random.PRNGKey(0), IMAGE)
     v = _direction(params)
     value, tangent, linearized, grad, hvp = _both_modes(_scalar(fast, IMAGE))(params, v)
@@ -70,6 +72,16 @@ def test_forward_mode_and_hessian_vector_products_equal_xlas_layers(name):
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree_util.tree_leaves(ref_hvp))
     chex.assert_trees_all_close(hvp, ref_hvp, rtol=2e-3, atol=2e-4 * scale)
     assert scale > 1e-3  # the products are not trivially zero
+
+
+@pytest.mark.parametrize("name", list(CONV_ARCHITECTURES))
+def test_forward_mode_through_conv_architectures_equals_xlas_layers(name):
+    fast, native = CONV_ARCHITECTURES[name]("fast"), CONV_ARCHITECTURES[name]("native")
+    params = native.init(jax.random.PRNGKey(0), IMAGE)
+    v = _direction(params)
+    tangent = jax.jit(lambda p, v: jax.jvp(_scalar(fast, IMAGE), (p,), (v,))[1])(params, v)
+    reference = jax.jit(lambda p, v: jax.jvp(_scalar(native, IMAGE), (p,), (v,))[1])(params, v)
+    np.testing.assert_allclose(tangent, reference, rtol=1e-3, atol=1e-3)
 
 
 def _reverse_over_reverse(f, params, v):
