@@ -61,10 +61,8 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
-        # Examples are written in key (id) order: no TFDS shuffle, whose disk buckets for splits
-        # over 1 GB need TensorFlow; batches are shuffled per epoch by mtl_jax's sampler anyway.
         return tfds.core.DatasetInfo(builder=self, description=self.GENERATOR.__doc__, features=self._features(),
-                                     supervised_keys=None, disable_shuffling=True)
+                                     supervised_keys=None)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # everything is generated
