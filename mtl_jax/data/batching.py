@@ -28,9 +28,6 @@ def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
         return batch[input_key]
     return {k: batch[k] for k in input_key}
 
-Arrays = Mapping[str, np.ndarray]
-
-
 def steps_per_epoch(data, batch_size: int) -> int:
     return math.ceil(num_examples(data) / batch_size)
 

@@ -144,11 +144,6 @@ def _native(x, w, strides, pads, dilation):
     return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=NHWC)
 
 
-def _input_gradient(x, w, strides, pads, dilation, dy):
-    """XLA's transposed convolution (a forward-shaped convolution, which XLA CPU does well)."""
-    return jax.vjp(lambda x_: _native(x_, w, strides, pads, dilation), x)[1](dy)[0]
-
-
 def _is_zero(tangent) -> bool:
     return isinstance(tangent, SymbolicZero)
 

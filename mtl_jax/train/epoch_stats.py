@@ -4,9 +4,10 @@
 the epoch's numbers at the epoch's end; a mid-epoch checkpoint stores the accumulator in its
 JSON ``meta``, so the checkpoint does not grow with the position in the epoch (apart from
 metrics whose statistics are per-example, ``reduce="concat"``, such as AUC, which keep the
-epoch's scores by definition). The accumulator is plain JSON (Python floats, nested lists):
-float64 sums that round-trip exactly, so a resumed epoch folds the same numbers in the same
-order as an uninterrupted one and ends bitwise equal.
+epoch's scores by definition). The accumulator holds float64 numpy arrays, kept as arrays
+between steps (no per-step conversion) and turned into JSON lists only when a checkpoint is
+written (:func:`as_json`; float64 reprs round-trip exactly), so a resumed epoch folds the same
+numbers in the same order as an uninterrupted one and ends bitwise equal.
 
 Fields (each present once a step provided it):
   ``steps``: finite steps folded (steps skipped under ``nonfinite="skip"`` are left out);
@@ -14,7 +15,7 @@ Fields (each present once a step provided it):
   ``stats``: per task and metric, the metric's batch statistics (a dict of arrays) combined by
     its ``reduce``;
   ``weights`` / ``weights_steps``, ``penalty`` / ``penalty_steps``: sums for the epoch means;
-  ``cosines`` / ``conflicting_pairs`` / ``gramian_steps``: for the mean gradient-cosine matrix;
+  ``cosines`` / ``cosines_steps`` / ``conflicting_pairs``: for the mean gradient-cosine matrix;
   ``solver_residual``: the largest.
 """
 from __future__ import annotations
@@ -35,12 +36,20 @@ def init() -> Stats:
     return {"steps": 0}
 
 
-def _as_json(value) -> Any:
-    return np.asarray(value, np.float64).tolist()
+def _float64(value) -> np.ndarray:
+    return np.asarray(value, np.float64)
 
 
 def _add(total, value):
-    return _as_json(np.asarray(total, np.float64) + np.asarray(value, np.float64))
+    return _float64(total) + _float64(value)
+
+
+def as_json(stats: Stats) -> Stats:
+    """``stats`` with every array as (nested) lists of Python floats, for the checkpoint's JSON
+    meta; exact (float64 reprs round-trip), and what :func:`add` and :func:`summary` also take."""
+    if isinstance(stats, dict):
+        return {key: as_json(value) for key, value in stats.items()}
+    return stats.tolist() if isinstance(stats, np.ndarray) else stats
 
 
 def _metric_stats(value, task: str, name: str) -> dict:
@@ -52,7 +61,7 @@ def _metric_stats(value, task: str, name: str) -> dict:
 
 def _mean_field(stats: Stats, out: Mapping[str, Any], key: str, value=None) -> None:
     value = out[key] if value is None else value
-    stats[key] = _add(stats[key], value) if key in stats else _as_json(value)
+    stats[key] = _add(stats[key], value) if key in stats else _float64(value)
     stats[f"{key}_steps"] = stats.get(f"{key}_steps", 0) + 1
 
 
@@ -63,7 +72,7 @@ def add(stats: Stats, tasks: Sequence[Task], out: Mapping[str, Any]) -> Stats:
         return stats
     stats = dict(stats, steps=stats["steps"] + 1)
     for key in ("loss_sum", "loss_count"):
-        stats[key] = _add(stats[key], out[key]) if key in stats else _as_json(out[key])
+        stats[key] = _add(stats[key], out[key]) if key in stats else _float64(out[key])
     combined = dict(stats.get("stats", {}))
     for task in tasks:
         per_task = dict(combined.get(task.name, {}))
@@ -74,7 +83,7 @@ def add(stats: Stats, tasks: Sequence[Task], out: Mapping[str, Any]) -> Stats:
                 old = per_task[name]
                 batch = {key: np.concatenate([np.asarray(old[key], np.float64), value]) if concat
                          else np.asarray(old[key], np.float64) + value for key, value in batch.items()}
-            per_task[name] = {key: _as_json(value) for key, value in batch.items()}
+            per_task[name] = batch
         combined[task.name] = per_task
     stats["stats"] = combined
     if "weights" in out:

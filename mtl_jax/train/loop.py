@@ -72,6 +72,11 @@ def summarize(tasks: Sequence[Task], outputs: Sequence[Mapping[str, Any]]) -> di
     return epoch_stats.summary(tasks, epoch_stats.fold(tasks, outputs))
 
 
+def _saveable(meta: dict) -> dict:
+    """``meta`` as the checkpoint's JSON item: the epoch's accumulator as lists."""
+    return {**meta, "epoch_stats": epoch_stats.as_json(meta["epoch_stats"])}
+
+
 def _show_progress(progress: bool | None) -> bool:
     """The tqdm bar: on a terminal (``progress=None``), or when asked for."""
     return sys.stderr.isatty() if progress is None else progress
@@ -360,14 +365,14 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             if monitor is not None:
                 meta["monitor"], improved = monitor.update(meta["monitor"], result[monitor.metric], step)
                 if improved and checkpointer is not None:
-                    checkpointer.save_best(state, meta)
+                    checkpointer.save_best(state, _saveable(meta))
             return result
 
         def checkpoint():
             if writer is not None:
                 writer.flush()
             if checkpointer is not None:
-                checkpointer.save(state, meta)
+                checkpointer.save(state, _saveable(meta))
 
         done = min(meta["epoch"] * spe + meta["step_in_epoch"], epochs * spe)
         lines, epoch_start = _epoch_lines(progress), time.perf_counter()
