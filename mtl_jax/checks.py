@@ -133,26 +133,27 @@ def dataset_checks(model, tasks: Sequence[Task], data, input_key: InputKey,
                    where: str = "data") -> Callable[[Mapping[str, Any]], None] | None:
     """Checks ``data`` against the tasks, the input key and the model's embedding tables.
 
-    In-memory arrays are checked whole (returns None). A record source is never read whole to
-    check it: its first examples are checked now and the returned function checks each batch
+    In-memory arrays are checked whole (returns None). A record source or an iterable of batches
+    is never read whole to check it: its first examples (first batch) are checked now and the returned function checks each batch
     as it is read (pass it to :func:`~mtl_jax.data.batching.batches`), naming the batch's
     examples' problem the same way.
     """
+    from mtl_jax.data.batch_streams import is_batch_stream
     from mtl_jax.data.batching import select_inputs
     from mtl_jax.data.sources import head, is_record_source, num_examples
 
-    if not is_record_source(data):
+    if not is_record_source(data) and not is_batch_stream(data):
         check_data(tasks, data, input_key, where)
         check_id_ranges(model, select_inputs(data, input_key), f"{where} inputs")
         return None
-    if num_examples(data) == 0:
+    if is_record_source(data) and num_examples(data) == 0:
         raise ValueError(f"{where}: the dataset has no examples")
 
     def check(batch: Mapping[str, Any]) -> None:
         check_data(tasks, batch, input_key, where)
         check_id_ranges(model, select_inputs(batch, input_key), f"{where} inputs")
 
-    check(head(data, SOURCE_CHECK_EXAMPLES))
+    check(data.first if is_batch_stream(data) else head(data, SOURCE_CHECK_EXAMPLES))
     return check
 
 

@@ -100,7 +100,9 @@ def test_the_houses_builder_streams_the_same_splits_it_loads(data_dir, tiny_hous
 def test_a_source_without_the_random_access_protocol_is_refused_clearly():
     with pytest.raises(TypeError, match="__len__ and __getitem__"):
         RecordSource(iter([{"x": 1}]))
-    with pytest.raises(TypeError, match="dict of arrays or a RecordSource"):
+    with pytest.raises(TypeError, match="dict of arrays, a RecordSource, or an iterable of batch dicts"):
+        mtl.fit(MODEL, TASKS, 42, epochs=1, input_key="x", progress=False)
+    with pytest.raises(KeyError, match="task 'y' needs target key 'y'"):  # a list of batches, without targets
         mtl.fit(MODEL, TASKS, [{"x": np.zeros(8)}], epochs=1, input_key="x", progress=False)
 
 

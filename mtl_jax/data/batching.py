@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import grain
 import numpy as np
 
+from mtl_jax.data.batch_streams import is_batch_stream
 from mtl_jax.data.sources import is_record_source, num_examples, read
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
 
@@ -28,8 +29,11 @@ def select_inputs(batch: Mapping[str, Any], input_key: InputKey):
         return batch[input_key]
     return {k: batch[k] for k in input_key}
 
-def steps_per_epoch(data, batch_size: int) -> int:
-    return math.ceil(num_examples(data) / batch_size)
+def steps_per_epoch(data, batch_size: int) -> int | None:
+    """Batches per epoch; None for an iterable of batches without a length."""
+    if is_batch_stream(data):
+        return data.steps
+    return math.ceil(num_examples(data) / max(1, min(batch_size, num_examples(data))))
 
 
 def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
@@ -47,10 +51,18 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
     source's batches are read by grain's worker threads a few batches ahead (its ``threads``
     and ``prefetch``), each then passed to ``check`` (e.g. label ranges: a source is never read
     whole to check it up front). A ``batch_size`` larger than the dataset is clamped to its
-    size: padding to it would only spend memory on masked copies.
+    size: padding to it would only spend memory on masked copies. An iterable of batches
+    (:class:`~mtl_jax.data.batch_streams.BatchStream`) yields its own batches: ``batch_size`` and
+    ``seed`` do not apply.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if is_batch_stream(data):  # the user's batches, as they come (padded to the first one's size)
+        for batch in data.epoch(epoch, start_step):
+            if check is not None:
+                check(batch)
+            yield batch
+        return
     n = num_examples(data)
     batch_size = max(1, min(batch_size, n))
     order = epoch_order(n, seed, epoch)

@@ -104,6 +104,10 @@ def num_examples(data) -> int:
     dimension of a dict of arrays (an error names the keys that disagree)."""
     if is_record_source(data):
         return len(data)
+    from mtl_jax.data.batch_streams import is_batch_stream
+
+    if is_batch_stream(data):
+        raise TypeError("the number of examples of an iterable of batches is not known in advance")
     if not isinstance(data, Mapping):
         raise TypeError(f"a dataset is a dict of arrays or a RecordSource, got {type(data).__name__}")
     sizes = {k: len(v) for k, v in data.items()}
@@ -122,5 +126,11 @@ def read(data, indices: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def head(data, count: int) -> dict[str, np.ndarray]:
-    """The first ``count`` examples (all of them when fewer) as arrays: what checks read of a source."""
+    """The first ``count`` examples (all of them when fewer) as arrays: what checks read of a source
+    (of an iterable of batches: its first batch's)."""
+    from mtl_jax.data.batch_streams import is_batch_stream
+
+    if is_batch_stream(data):
+        valid = data.first["_valid"] > 0
+        return {k: v[valid][:count] for k, v in data.first.items() if k != "_valid"}
     return read(data, np.arange(min(count, num_examples(data))))

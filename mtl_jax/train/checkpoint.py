@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import json
 import logging
 import shutil
 import sys
@@ -153,11 +154,13 @@ class Checkpointer:
     ``read_only=True`` (evaluation, prediction) never creates, moves or deletes anything.
     """
 
-    def __init__(self, workdir: str | Path, keep: int = 3, *, read_only: bool = False):
+    def __init__(self, workdir: str | Path, keep: int = 3, *, read_only: bool = False,
+                 asynchronous: bool = False):
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
         self.workdir = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
         self.keep, self.read_only = keep, read_only
+        self.asynchronous = asynchronous and not read_only
         self._managers: dict[str, ocp.CheckpointManager] = {}
 
     def _manager(self, folder: str) -> ocp.CheckpointManager | None:
@@ -170,7 +173,7 @@ class Checkpointer:
                 directory.mkdir(parents=True, exist_ok=True)
             keep = None if self.read_only else self.keep if folder == LATEST_DIR else 1
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=False, enable_async_checkpointing=False, read_only=self.read_only,
+                max_to_keep=keep, create=False, enable_async_checkpointing=self.asynchronous, read_only=self.read_only,
                 save_interval_steps=0 if self.read_only else 1)
             handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
                         "epoch_outputs": ocp.StandardCheckpointHandler()}
@@ -189,6 +192,8 @@ class Checkpointer:
         return sorted(self._manager(folder).all_steps())
 
     def steps(self) -> list[int]:
+        """The complete latest checkpoints' steps (after any pending asynchronous write)."""
+        self.wait()
         return self._steps(LATEST_DIR)
 
     def best_steps(self) -> list[int]:
@@ -196,21 +201,28 @@ class Checkpointer:
 
     def save(self, state, meta: dict) -> None:
         """Saves the latest checkpoint at ``state.step``."""
-        step = int(state.step)
-        manager = self._manager(LATEST_DIR)
-        if step in manager.all_steps():
-            return  # written before an interruption; identical by determinism
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-        manager.wait_until_finished()
+        self._save(LATEST_DIR, state, meta)
 
     def save_best(self, state, meta: dict) -> None:
+        self._save(BEST_DIR, state, meta)
+
+    def _save(self, folder: str, state, meta: dict) -> None:
+        """Asynchronous or not, ``state``'s arrays are copied before this returns (the next step
+        may donate their buffers) and ``meta`` is snapshotted; orbax renames the step's folder
+        into place only once it is complete."""
         step = int(state.step)
-        manager = self._manager(BEST_DIR)
+        manager = self._manager(folder)
         if step in manager.all_steps():
-            return
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)))
-        manager.wait_until_finished()
+            return  # written before an interruption; identical by determinism
+        meta = json.loads(json.dumps(meta))  # later changes to the run's meta must not reach a pending write
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        if not self.asynchronous:
+            manager.wait_until_finished()
+
+    def wait(self) -> None:
+        """Returns once every checkpoint started is on disk."""
+        for manager in self._managers.values():
+            manager.wait_until_finished()
 
     def restore_latest(self, abstract_state, abstract_output=None) -> Restored | None:
         """The newest readable checkpoint, or None when there is none.
