@@ -10,7 +10,10 @@ consuming them) against the training step's rate.
     python benchmarks/streaming_memory.py [--big 150000] [--small 5000] [--steps 150]
 
 ``--big`` examples take ~14.5 KB each on disk (150,000: ~2.1 GB); the first run generates and
-prepares the variant under ``$MTL_JAX_DATA_DIR`` (minutes), later runs reuse it.
+prepares the variant under ``$MTL_JAX_DATA_DIR`` (minutes), later runs reuse it. Preparing runs
+in a process of its own, before the measured ones, with TFDS's shuffle buffer raised above the
+split's size: over 1 GB TFDS spills examples to disk buckets through ``tf.io.gfile``, which needs
+TensorFlow, even for a builder that does not shuffle.
 """
 from __future__ import annotations
 
@@ -26,6 +29,16 @@ from pathlib import Path
 def _split_bytes(data_dir: Path, train: int) -> int:
     folders = list(data_dir.glob(f"houses/n{train}-*/1.0.0"))
     return sum(f.stat().st_size for f in folders[0].glob("*train*")) if folders else 0
+
+
+def prepare(train: int, data_dir: str) -> None:
+    """Generates and prepares the variant once (its own process: its memory is not measured)."""
+    from tensorflow_datasets.core import shuffle
+
+    shuffle.MAX_MEM_BUFFER_SIZE = 1 << 40  # keep every example in memory: no TensorFlow disk buckets
+    from mtl_jax.data import load_houses
+
+    load_houses(train_size=train, validation_size=64, test_size=64, data_dir=data_dir, in_memory=False)
 
 
 def measure(train: int, streamed: bool, steps: int, data_dir: str) -> dict:
@@ -78,7 +91,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per run")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: $MTL_JAX_DATA_DIR or the cache)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prepare:
+        prepare(args.prepare, args.data_dir)
+        return
     if args.child:
         train, streamed = json.loads(args.child)
         print(json.dumps(measure(train, streamed, args.steps, args.data_dir)))
@@ -86,6 +103,8 @@ def main() -> None:
     from mtl_jax.data.generated import default_data_dir
 
     data_dir = Path(args.data_dir or default_data_dir())
+    for train in (args.small, args.big):
+        subprocess.run([sys.executable, __file__, "--data-dir", str(data_dir), "--prepare", str(train)], check=True)
     rows = []
     for train, streamed in ((args.small, False), (args.small, True), (args.big, True), (args.big, False)):
         command = [sys.executable, __file__, "--steps", str(args.steps), "--data-dir", str(data_dir),

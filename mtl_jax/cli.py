@@ -73,28 +73,19 @@ def config_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def _list() -> str:
-    import mtl_jax.experiment  # noqa: F401 - registers everything
-    from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
-
-    lines = []
-    for title, registry in (("datasets", DATASETS), ("models", MODELS), ("architectures", ARCHITECTURES),
-                            ("weighting methods", WEIGHTINGS), ("aggregators", AGGREGATORS), ("optimizers", OPTIMIZERS), ("schedules", SCHEDULES)):
-        lines.append(f"{title}:")
-        width = max(len(name) for name, _ in registry.describe())
-        lines += [f"  {name:<{width}}  {text}" for name, text in registry.describe()]
-    return "\n".join(lines)
-
-
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(config_flags(list(sys.argv[1:] if argv is None else argv)))
+    from mtl_jax import catalog
+
     if args.command == "list":
-        print(_list())
+        print(catalog.listing())
         return 0
     from mtl_jax.config import describe, load_config
 
-    # Config files and overrides are read before JAX is imported: their errors answer at once.
+    # Config files, overrides and registry names are read before JAX is imported: their errors answer at once.
     config = load_config(args.config, args.overrides) if args.command in ("config", "train") else None
+    if config is not None:
+        catalog.check_names(config)
     if args.command == "config":
         print(describe(config))
         return 0
@@ -120,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         code = run(argv)
+    except BrokenPipeError:  # `mtl-jax list | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except USER_ERRORS as error:
         if os.environ.get("MTL_JAX_DEBUG") or "--debug" in argv:
             raise

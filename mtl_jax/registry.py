@@ -51,11 +51,28 @@ class Registry:
         folded = {key.lower(): self._aliases.get(key, key) for key in (*self._entries, *self._aliases)}
         return folded.get(str(name).lower(), name)
 
-    def get(self, name: str) -> Callable:
+    def check(self, name: str) -> None:
+        """Raises a KeyError naming the closest known names when ``name`` is not registered."""
         if self.canonical(name) not in self._entries:
             hint = did_you_mean(name, [*self._entries, *self._aliases])
             raise KeyError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})")
+
+    def get(self, name: str) -> Callable:
+        self.check(name)
         return self._entries[self.canonical(name)].factory
+
+    def as_json(self) -> dict:
+        """Names, descriptions and aliases (what :mod:`mtl_jax.catalog` ships)."""
+        return {"kind": self.kind, "entries": {n: e.description for n, e in sorted(self._entries.items())},
+                "aliases": dict(sorted(self._aliases.items()))}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> "Registry":
+        """A registry of names only (no factories): for checking names and listing them."""
+        registry = cls(saved["kind"])
+        registry._entries = {n: Entry(None, d) for n, d in saved["entries"].items()}
+        registry._aliases = dict(saved["aliases"])
+        return registry
 
     def describe(self) -> list[tuple[str, str]]:
         """``(name, description)`` pairs; a description ends with the name's aliases, if any."""

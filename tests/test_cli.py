@@ -158,12 +158,36 @@ def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_p
         chex.assert_trees_all_equal(params_a, params_b)
 
 
+def test_the_shipped_catalog_is_the_registries():
+    """`mtl-jax list` and the early name checks read mtl_jax/catalog.json: it must list exactly what
+    the registries hold (if this fails, run `python -m mtl_jax.catalog`)."""
+    from mtl_jax import catalog
+
+    assert json.loads(catalog.CATALOG_FILE.read_text()) == catalog.live()
+
+
+def test_a_misspelt_method_is_named_before_jax_and_a_user_registered_one_is_accepted(tmp_path):
+    from mtl_jax import catalog
+    from mtl_jax.config import load_config
+    from mtl_jax.registry import WEIGHTINGS
+
+    config = load_config("experiments/configs/seed_cnn.py", ["weighting=uncertanty"])
+    with pytest.raises(KeyError, match="unknown weighting method 'uncertanty'; did you mean 'uncertainty'"):
+        catalog.check_names(config)
+    catalog.check_names(load_config("experiments/configs/seed_cnn.py", ["weighting=UW", "model=none",
+                                                                         "aggregator=none"]))
+    WEIGHTINGS.register("my_own_weighting_for_this_test", "a user's method")(lambda tasks: None)
+    catalog.check_names(load_config("experiments/configs/seed_cnn.py", ["weighting=my_own_weighting_for_this_test"]))
+
+
 def test_help_argument_and_config_errors_answer_without_importing_jax():
-    """Fast start: mtl-jax --help, a misspelt subcommand and a config error never wait for JAX
+    """Fast start: mtl-jax --help and list, a misspelt subcommand, method or config key never wait for JAX
     (imports are lazy; `python -X importtime -m mtl_jax.cli --help` shows what is left)."""
     code = ("import sys\nfrom mtl_jax import cli\n"
             "for argv in (['--help'], ['trian'], ['train', '--config', 'experiments/configs/seed_cnn.py',"
-            " '--config.epoch=3', '--workdir', 'x'], ['config', '--config', 'experiments/configs/seed_cnn.py']):\n"
+            " '--config.epoch=3', '--workdir', 'x'], ['config', '--config', 'experiments/configs/seed_cnn.py'],"
+            " ['list'], ['train', '--config', 'experiments/configs/seed_cnn.py', '--config.weighting=uncertanty',"
+            " '--workdir', 'x']):\n"
             "    try:\n        cli.run(argv)\n    except (SystemExit, KeyError):\n        pass\n"
             "print(sorted(m for m in ('jax', 'flax', 'tensorflow_datasets', 'optax') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -41,6 +41,22 @@ def test_readme_custom_loop_example_runs(capsys):
     assert len(state) == 3  # one state per piece of the chain
 
 
+def test_readme_tfds_on_disk_example_streams_and_runs_its_hook(data_dir, tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "builder_from_directory" in block)
+    small = 'load_houses(train_size=48, validation_size=16, test_size=16, data_dir="tfds_data")'
+    assert 'load_houses(data_dir="tfds_data")' in code and "epochs=2" in code
+    code = code.replace('load_houses(data_dir="tfds_data")', small).replace("epochs=2", "epochs=2, batch_size=16, "
+                                                                               "progress=False")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    history = namespace["history"]
+    assert len(history["train/loss_ratio"]) == 2 and all(r > 0 for r in history["train/loss_ratio"])
+    assert "train/loss_ratio" in (tmp_path / "runs/streamed/metrics.jsonl").read_text()
+    assert type(namespace["train"].source).__name__ == "ArrayRecordDataSource"  # streamed, not read whole
+
+
 def _shell_commands():
     """Every command of the README's ``bash`` blocks: continuation lines joined, comments and
     ``[optional]`` parts dropped, ``a|b`` alternatives reduced to the first."""

@@ -29,6 +29,12 @@ What a restore does with each kind of checkpoint:
   renames it when complete, so a process killed during a save leaves only a temporary
   folder, which is ignored.
 
+With ``asynchronous=True`` (what ``fit`` uses) a save returns once the state's arrays are copied
+to host memory (the next step may then donate their buffers: tested bitwise against blocking
+saves) and the JSON item is snapshotted; orbax writes the files in a background thread and
+renames the step's folder into place when they are complete, so the guarantee above holds.
+The next save, ``steps()``, ``wait()`` and ``close()`` wait for pending writes.
+
 Folders are created at the first save, never by reading.
 """
 from __future__ import annotations
