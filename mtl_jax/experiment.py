@@ -65,7 +65,7 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
     """Every name (dataset, tasks, data options, trunk, architecture, methods, optimizer,
     schedule, penalty) and count of ``config`` checked, before any data are loaded; returns the
     dataset's spec and the tasks."""
-    spec: DatasetSpec = DATASETS.get(config.dataset)
+    spec: DatasetSpec = DATASETS.get(config.dataset).configured(dict(config.data))
     tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
     for registry, name in ((ARCHITECTURES, config.architecture), (WEIGHTINGS, config.weighting),
                            (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
@@ -85,8 +85,11 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     spec, tasks = check(config)
     penalty = make_penalty(config.penalty, config.penalty_weight)
     data = spec.load(data_dir=data_dir, **dict(config.data))
+    output_size = spec.output_size
+    if output_size is None and any(task.dense for task in tasks):  # per-pixel heads: the input's height and width
+        output_size = tuple(head(data["train"], 1)[spec.input_key].shape[1:3])
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
-                        pool=config.pool, output_size=spec.output_size, architecture=config.architecture,
+                        pool=config.pool, output_size=output_size, architecture=config.architecture,
                         architecture_kwargs=dict(config.architecture_kwargs))
     total_steps = config.epochs * steps_per_epoch(data["train"], config.batch_size)
     optimizer, lr_fn = make_optimizer(

@@ -17,7 +17,7 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from mtl_jax import tasks as tasks_lib
-from mtl_jax.data import houses
+from mtl_jax.data import arrays, houses
 from mtl_jax.data.clicks_builder import load_clicks
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.names import did_you_mean
@@ -40,6 +40,11 @@ class DatasetSpec:
             if name not in known:
                 raise KeyError(f"unknown data option {name!r}{did_you_mean(name, known)} "
                                f"(this dataset's options: {', '.join(known)})")
+
+    def configured(self, options: Mapping[str, Any]) -> "DatasetSpec":
+        """This spec for a config's data ``options`` (datasets whose tasks or input key come from
+        the config, such as ``arrays``, override it)."""
+        return self
 
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
         """Tasks in the order given (configs: by name), each with its overrides (``weight``, ``loss``, ``metrics``)."""
@@ -83,3 +88,23 @@ CLICKS = DATASETS.register(
         load=load_clicks,
         tasks={name: tasks_lib.binary for name in ("click", "conversion", "purchase")},
         input_key="fields"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraysSpec(DatasetSpec):
+    """``arrays``: the config gives the files, the input key and each task's kind
+    (:mod:`mtl_jax.data.arrays`)."""
+
+    def configured(self, options: Mapping[str, Any]) -> DatasetSpec:
+        return dataclasses.replace(self, input_key=str(options.get("input_key", "x")))
+
+    def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
+        if not chosen:
+            raise ValueError("no tasks chosen: dataset 'arrays' needs config.tasks = {name: {'kind': ..., ...}}")
+        return tuple(arrays.make_task(name, options) for name, options in chosen.items())
+
+
+ARRAYS = DATASETS.register(
+    "arrays", "your own arrays: a .npz (or folder of .npy) per split; config.tasks gives each task's kind "
+    "and target key, data.input_key the input")(
+    ArraysSpec(load=arrays.load_arrays, tasks={}, input_key="x"))
