@@ -134,9 +134,9 @@ def dataset_checks(model, tasks: Sequence[Task], data, input_key: InputKey,
     """Checks ``data`` against the tasks, the input key and the model's embedding tables.
 
     In-memory arrays are checked whole (returns None). A record source or an iterable of batches
-    is never read whole to check it: its first examples (first batch) are checked now and the returned function checks each batch
-    as it is read (pass it to :func:`~mtl_jax.data.batching.batches`), naming the batch's
-    examples' problem the same way.
+    is never read whole to check it: its first examples (first batch) are checked now and the
+    returned function checks each batch as it is read (pass it to
+    :func:`~mtl_jax.data.batching.batches`), naming the batch's examples' problem the same way.
     """
     from mtl_jax.data.batch_streams import is_batch_stream
     from mtl_jax.data.batching import select_inputs

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.data.batching import batches, epoch_order
+from mtl_jax.data.batching import epoch_order
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.train import make_train_step
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of

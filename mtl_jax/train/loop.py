@@ -36,8 +36,8 @@ from mtl_jax.models.conv import convolution_path
 from mtl_jax.tasks import Task, static_weights, task_outputs
 from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
-from mtl_jax.train.hooks import (HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook, MetricLog,
-                                 NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
+from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
+                                 MetricLog, NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
                                  progress_mode)
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
@@ -115,7 +115,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         do not apply to its order). A source's or iterable's first examples are checked before
         anything is compiled, the rest as each batch is read.
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
-      weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain`` of them); default the tasks' static lambdas.
+      weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain``
+        of them); default the tasks' static lambdas.
       seed: fixes initialisation, dropout and the shuffling of every epoch.
       progress: None (default): a tqdm bar on a terminal, else one line per epoch on stderr
         (epoch, seconds, per task the train and validation loss and headline metric); True:
@@ -200,8 +201,10 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         raise ValueError("affinity_every_steps needs the lookahead step size: affinity_learning_rate (or "
                          "learning_rate_fn)")
     for hook in hooks:
-        if not isinstance(hook, Hook) and not callable(getattr(hook, "at_sync", None)):
-            raise TypeError(f"hooks: {hook!r} is not a mtl_jax.train.hooks.Hook (subclass it for the defaults)")
+        missing = [name for name in EVENTS if not callable(getattr(hook, name, None))]
+        if missing:
+            raise TypeError(f"hooks: {hook!r} is not a mtl_jax.train.hooks.Hook (it lacks {missing}; subclass Hook "
+                            "for no-op defaults)")
     monitor = _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))

@@ -13,7 +13,7 @@ The host never waits for the step it has just dispatched, except at a *sync poin
   steps the device has already finished or is about to, and handed to every hook's
   ``on_outputs`` in step order;
 * a sync point comes after the last step of an epoch and after any step at which a hook is
-  ``due`` (evaluation, checkpoint every N steps): every outputs up to it are delivered first,
+  ``due`` (evaluation, checkpoint every N steps): all outputs up to it are delivered first,
   then each hook's ``report`` adds values to the step's row (the epoch's train metrics are
   already in it at an epoch end), the epoch's history is appended, and each hook's
   ``at_sync`` acts on the complete row (best checkpoint, early stopping, logs, checkpoint).

@@ -41,6 +41,9 @@ from __future__ import annotations
 from typing import Any
 
 
+EVENTS = ("begin", "before_step", "after_step", "on_outputs", "due", "report", "at_sync", "end")
+
+
 class Hook:
     """No-op defaults for every event of the loop; override the ones a hook needs."""
 

@@ -60,7 +60,8 @@ class Progress(Hook):
         if self.bar is None:
             return
         counts = outputs["loss_count"]
-        losses = {t.name: f"{float(s) / max(float(c), 1):.3g}" for t, s, c in zip(run.tasks, outputs["loss_sum"], counts)}
+        losses = {t.name: f"{float(total) / max(float(count), 1):.3g}"
+                  for t, total, count in zip(run.tasks, outputs["loss_sum"], counts)}
         skipped = run.meta.get("skipped_steps", 0)
         self.bar.set_postfix({**losses, **({"skipped": skipped} if skipped else {})}, refresh=False)
 
