@@ -202,5 +202,29 @@ def check_input_shape(model, params, inputs, where: str = "inputs") -> None:
     try:
         jax.eval_shape(lambda p, x: model.apply({"params": p}, x), params, example)
     except (flax.errors.ScopeParamShapeError, TypeError, ValueError) as error:
-        shapes = jax.tree.map(lambda x: "(" + ", ".join(["N", *map(str, np.shape(x)[1:])]) + ")", inputs)
-        raise ValueError(f"{where} of shape {shapes} (N examples) do not fit the model's parameters: {error}") from None
+        raise ValueError(input_mismatch(model, inputs, where, error, "the model's parameters")) from None
+
+
+def check_model_takes(model, inputs, where: str = "inputs") -> None:
+    """The model can be initialised on inputs of this shape (abstractly: nothing runs)."""
+    example = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + np.shape(x)[1:], np.asarray(x).dtype), inputs)
+    try:
+        jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x,
+                                            train=False), example)
+    except (TypeError, ValueError, flax.errors.FlaxError) as error:
+        raise ValueError(input_mismatch(model, inputs, where, error)) from None
+
+
+def expected_inputs(model) -> str | None:
+    """What the model's trunk takes (its ``expects``, e.g. ``"(N, H, W, C) images"``), if it says."""
+    return next((m.expects for m in _submodules(model) if isinstance(getattr(m, "expects", None), str)), None)
+
+
+def input_mismatch(model, inputs, where: str, error: BaseException, what: str = "the model") -> str:
+    """``train inputs of shape (N, 64, 64) (N examples) do not fit the model (it takes (N, H, W, C)
+    images): <the first line of JAX's or Flax's error>``."""
+    shapes = jax.tree.map(lambda x: "(" + ", ".join(["N", *map(str, np.shape(x)[1:])]) + ")", inputs)
+    expected = expected_inputs(model)
+    takes = f" (it takes {expected})" if expected else ""
+    detail = str(error).split("(https://")[0].strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{where} of shape {shapes} (N examples) do not fit {what}{takes}: {detail}"

@@ -78,6 +78,25 @@ def test_wrong_input_shape_for_trained_parameters():
         _fit(data, validation=bad)
 
 
+def test_inputs_of_the_wrong_rank_name_what_the_trunk_takes():
+    """A conv trunk on 3-d arrays, a text trunk on 3-d ids: the error gives the inputs' shape and the
+    trunk's expected form, not JAX's convolution or Flax's parameter error alone."""
+    from mtl_jax.models import SeedCNN, TextEncoder
+
+    tasks = (mtl.regression("y"),)
+    images = {"x": np.zeros((8, 16, 16), np.float32), "y": np.zeros(8, np.float32)}
+    with pytest.raises(ValueError, match=r"train inputs of shape \(N, 16, 16\) \(N examples\) do not fit the "
+                                         r"model \(it takes \(N, H, W, C\) images\)"):
+        _fit(images, tasks, hard_sharing(SeedCNN(), tasks))
+    state, _ = _fit({**images, "x": images["x"][..., None]}, tasks, hard_sharing(SeedCNN(), tasks))
+    with pytest.raises(ValueError, match=r"\(N, 16, 16\) \(N examples\) do not fit the model's parameters "
+                                         r"\(it takes \(N, H, W, C\) images\)"):
+        mtl.predict(hard_sharing(SeedCNN(), tasks), tasks, state.params, images["x"])
+    text = {"x": np.ones((8, 4, 2), np.int32), "y": np.zeros(8, np.float32)}
+    with pytest.raises(ValueError, match=r"it takes \(N, L\) token ids"):
+        _fit(text, tasks, hard_sharing(TextEncoder(vocab_size=10), tasks))
+
+
 def test_mask_shape_must_prefix_the_target():
     data = toy_regression_classification(16)
     data["y_mask"] = np.ones((16, 2))

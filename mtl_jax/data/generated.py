@@ -122,7 +122,7 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
     ``in_memory=False``: each split as a :class:`~mtl_jax.data.sources.RecordSource` over the
     builder's ``as_data_source()``, read batch by batch in the same example order (by ``id``,
     found in one pass over the split), so both give the same batches and runs.
-    ``casts``: ``{key: dtype}`` applied to the arrays (per record when streaming).
+    ``casts``: ``{key: dtype}`` applied to the arrays (to each batch when streaming).
     """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
@@ -139,6 +139,6 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
         return {**example, **{k: np.asarray(example[k]).astype(t) for k, t in casts.items()}}
 
     if not in_memory:
-        return {split: RecordSource(sources[split], transform=cast, order=order_by_key(sources[split], "id"))
+        return {split: RecordSource(sources[split], dtypes=casts, order=order_by_key(sources[split], "id"))
                 for split in SPLIT_NAMES}
     return {split: cast(read_split(sources[split])) for split in SPLIT_NAMES}

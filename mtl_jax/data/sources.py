@@ -35,6 +35,8 @@ class RecordSource:
       transform: optional per-example function applied to each record after reading
         (decoding, normalisation, augmentation); it must return a dict and be deterministic
         for resumed runs to repeat the uninterrupted one.
+      dtypes: optional ``{key: dtype}`` each stacked batch array is cast to (once per batch,
+        not per record: e.g. TFDS's int64 labels to int32).
       order: optional index map: example ``i`` of this source is ``source[order[i]]`` (e.g.
         :func:`order_by_key` to read a sharded split in the order of its ``id`` field).
       threads: grain worker threads that read batches ahead of the training step (0: read in
@@ -44,13 +46,14 @@ class RecordSource:
 
     def __init__(self, source, *, keys: Sequence[str] | None = None,
                  transform: Callable[[dict], dict] | None = None, order: np.ndarray | None = None,
-                 threads: int = 4, prefetch: int = 2):
+                 threads: int = 4, prefetch: int = 2, dtypes: Mapping[str, Any] | None = None):
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
             raise TypeError(f"a record source needs __len__ and __getitem__ (a TFDS or grain data source), "
                             f"got {type(source).__name__}")
         if threads < 0 or prefetch < 1:
             raise ValueError(f"threads must be >= 0 and prefetch >= 1, got threads={threads}, prefetch={prefetch}")
         self.source, self.transform, self.threads, self.prefetch = source, transform, threads, prefetch
+        self.dtypes = {key: np.dtype(dtype) for key, dtype in (dtypes or {}).items()}
         self.order = None if order is None else np.asarray(order, np.int64)
         if self.order is not None and (self.order.ndim != 1 or len(self.order) > len(source)):
             raise ValueError(f"order must be a 1-d index map of at most {len(source)} entries, got shape "
@@ -76,7 +79,8 @@ class RecordSource:
         missing = [k for k in self.keys if k not in records[0]]
         if missing:
             raise KeyError(f"records have no key(s) {missing}; they have {sorted(records[0])}")
-        return {k: np.stack([np.asarray(r[k]) for r in records]) for k in self.keys}
+        arrays = {k: np.stack([np.asarray(r[k]) for r in records]) for k in self.keys}
+        return {k: v.astype(self.dtypes[k], copy=False) if k in self.dtypes else v for k, v in arrays.items()}
 
     def __repr__(self) -> str:
         return f"RecordSource({type(self.source).__name__}, {len(self)} examples, keys={self.keys})"

@@ -45,6 +45,8 @@ class SeedCNN(nn.Module):
     (``Head(pool="flatten")``), so dense heads can read the same map.
     """
 
+    expects = "(N, H, W, C) images"  # named in input-shape errors
+
     features: Sequence[int] = (32, 64)
     conv: str = "auto"  # "auto": the fast CPU convolution on CPU, XLA's elsewhere (mtl_jax.models.conv)
 
@@ -81,6 +83,8 @@ class ResidualBlock(nn.Module):
 
 class ResNet(nn.Module):
     """A small ResNet: a 3x3 stem, then stages of residual blocks (stride 2 between stages)."""
+
+    expects = "(N, H, W, C) images"  # named in input-shape errors
 
     stage_sizes: Sequence[int] = (1, 1, 1)
     widths: Sequence[int] = (32, 64, 128)
@@ -124,6 +128,8 @@ class TextEncoder(nn.Module):
     small transformer encoder with learned positions before the masked mean pool.
     """
 
+    expects = "(N, L) token ids"  # named in input-shape errors
+
     vocab_size: int
     embed_dim: int = 64
     layers: int = 0
@@ -134,6 +140,8 @@ class TextEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, train: bool = False):
+        if tokens.ndim != 2:
+            raise ValueError(f"TextEncoder expects token ids [B, L], got shape {tokens.shape}")
         tokens = tokens.astype(jnp.int32)
         present = tokens > 0
         x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
@@ -155,6 +163,8 @@ class FieldEmbedding(nn.Module):
     per-field offsets, so the lookup is a single gather (the shared user/item features of a
     recommendation model). ``features`` adds ``Dense-ReLU`` layers on top.
     """
+
+    expects = "(N, F) integer ids, one per field"  # named in input-shape errors
 
     vocab_sizes: Sequence[int]
     embed_dim: int = 16

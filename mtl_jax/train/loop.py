@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import numpy as np
@@ -210,8 +211,12 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = train.first if is_batch_stream(train) else next(batches(train, batch_size))
     example = select_inputs(first, input_key)
-    abstract_state = abstract_of(state) if state is not None else jax.eval_shape(
-        lambda: create_train_state(model, tasks, optimizer, weighting, example, seed))
+    try:
+        abstract_state = abstract_of(state) if state is not None else jax.eval_shape(
+            lambda: create_train_state(model, tasks, optimizer, weighting, example, seed))
+    except (TypeError, ValueError, flax.errors.FlaxError) as error:
+        checks.check_model_takes(model, example, "train inputs")  # the inputs' fault: named with their shape
+        raise
     checks.check_input_shape(model, abstract_state.params, example, "train inputs")
     if validation is not None:
         checks.check_input_shape(model, abstract_state.params, select_inputs(head(validation, 8), input_key),
