@@ -3,8 +3,8 @@
 Each measurement runs in a fresh process (peak RSS is per process): the seed CNN on a generated
 ``houses`` variant, one epoch of ``--steps`` steps (batch 64), the train split either read whole
 into memory (``load_houses()``) or streamed (``load_houses(in_memory=False)``: a
-``RecordSource`` over the TFDS array_record data source, read by grain's worker threads).
-Also timed: the input pipeline alone (batches/s of the streamed source with its threads, nothing
+``RecordSource`` over the TFDS array_record data source, read by a grain worker thread).
+Also timed: the input pipeline alone (batches/s of the streamed source with its thread, nothing
 consuming them) against the training step's rate.
 
     python benchmarks/streaming_memory.py [--big 150000] [--small 5000] [--steps 150]

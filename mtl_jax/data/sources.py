@@ -40,13 +40,15 @@ class RecordSource:
       order: optional index map: example ``i`` of this source is ``source[order[i]]`` (e.g.
         :func:`order_by_key` to read a sharded split in the order of its ``id`` field).
       threads: grain worker threads that read batches ahead of the training step (0: read in
-        the caller's thread).
+        the caller's thread). One is fastest when decoding is Python-bound, as TFDS's is
+        (``benchmarks/README.md``: 2 or 4 threads contend for the GIL); more help sources
+        on remote storage, whose reads wait on the network.
       prefetch: batches read ahead when ``threads > 0`` (at least one per thread).
     """
 
     def __init__(self, source, *, keys: Sequence[str] | None = None,
                  transform: Callable[[dict], dict] | None = None, order: np.ndarray | None = None,
-                 threads: int = 4, prefetch: int = 2, dtypes: Mapping[str, Any] | None = None):
+                 threads: int = 1, prefetch: int = 4, dtypes: Mapping[str, Any] | None = None):
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
             raise TypeError(f"a record source needs __len__ and __getitem__ (a TFDS or grain data source), "
                             f"got {type(source).__name__}")
