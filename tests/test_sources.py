@@ -111,3 +111,32 @@ def test_a_run_on_a_source_resumed_mid_epoch_equals_the_uninterrupted_one(tmp_pa
     mid-epoch checkpoint reads the remaining batches of that epoch and ends bitwise equal."""
     source = RecordSource(CountingSource(toy_regression_classification(40, seed=1)), threads=2)
     assert_resumes_bitwise(MODEL, TASKS, source, tmp_path)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_the_shards_of_a_batch_read_it_once_and_together_are_the_batch(count):
+    """Per-process input: process i of `count` reads rows [i*B/count, (i+1)*B/count) of every
+    global batch, padding and mask included, and only those records."""
+    data = toy_regression_classification(37, seed=8)
+    for epoch, start in ((0, 0), (1, 2)):
+        whole = list(batches(data, 8, seed=3, epoch=epoch, start_step=start))
+        for source_kind in ("arrays", "source"):
+            parts = []
+            for index in range(count):
+                counting = CountingSource(data)
+                dataset = data if source_kind == "arrays" else RecordSource(counting, threads=0)
+                reads_before = counting.reads
+                parts.append(list(batches(dataset, 8, seed=3, epoch=epoch, start_step=start, shard=(index, count))))
+                if source_kind == "source":
+                    assert counting.reads - reads_before == len(whole) * 8 // count
+            for step, batch in enumerate(whole):
+                joined = {k: np.concatenate([p[step][k] for p in parts]) for k in batch}
+                chex.assert_trees_all_equal(joined, batch)
+
+
+def test_a_shard_must_split_the_batch_evenly():
+    data = toy_regression_classification(16, seed=8)
+    with pytest.raises(ValueError, match="batch_size 6 does not split into 4 equal shards"):
+        next(batches(data, 6, shard=(0, 4)))
+    with pytest.raises(ValueError, match="0 <= index < count"):
+        next(batches(data, 8, shard=(2, 2)))

@@ -44,7 +44,8 @@ def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
 
 
 def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
-            start_step: int = 0, check: Callable[[dict], None] | None = None) -> Iterator[dict]:
+            start_step: int = 0, check: Callable[[dict], None] | None = None,
+            shard: tuple[int, int] = (0, 1)) -> Iterator[dict]:
     """Yields padded batches of ``batch_size`` rows with a ``_valid`` mask, from ``start_step`` on.
 
     ``data`` is a dict of arrays or a :class:`~mtl_jax.data.sources.RecordSource`; a record
@@ -54,10 +55,20 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
     size: padding to it would only spend memory on masked copies. An iterable of batches
     (:class:`~mtl_jax.data.batch_streams.BatchStream`) yields its own batches: ``batch_size`` and
     ``seed`` do not apply.
+
+    ``shard=(index, count)``: this process's part of every global batch, rows
+    ``[index * B / count, (index + 1) * B / count)`` of the batch above (padding and mask
+    included), and only those are read: ``count`` processes together read each global batch
+    once (the per-process input of multi-host training). ``batch_size`` must divide by ``count``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
     if is_batch_stream(data):  # the user's batches, as they come (padded to the first one's size)
+        if count > 1:
+            raise ValueError("an iterable of batches is not sharded here: give each process its own batches")
         for batch in data.epoch(epoch, start_step):
             if check is not None:
                 check(batch)
@@ -65,17 +76,20 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
         return
     n = num_examples(data)
     batch_size = max(1, min(batch_size, n))
+    if batch_size % count:
+        raise ValueError(f"batch_size {batch_size} does not split into {count} equal shards")
     order = epoch_order(n, seed, epoch)
     steps = math.ceil(n / batch_size)
+    rows = slice(index * batch_size // count, (index + 1) * batch_size // count)
 
     def batch_at(step: int) -> dict:
-        index = order[step * batch_size:(step + 1) * batch_size]
+        chosen = order[step * batch_size:(step + 1) * batch_size]
         valid = np.ones(batch_size, np.float32)
-        if len(index) < batch_size:
-            valid[len(index):] = 0.0
-            index = np.concatenate([index, np.full(batch_size - len(index), index[0])])
-        batch = read(data, index)
-        batch[EXAMPLE_MASK_KEY] = valid
+        if len(chosen) < batch_size:
+            valid[len(chosen):] = 0.0
+            chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), chosen[0])])
+        batch = read(data, chosen[rows])
+        batch[EXAMPLE_MASK_KEY] = valid[rows]
         return batch
 
     if not is_record_source(data) or not data.threads:
