@@ -27,7 +27,9 @@ from pathlib import Path
 
 
 def _split_bytes(data_dir: Path, train: int) -> int:
-    folders = list(data_dir.glob(f"houses/n{train}-*/1.0.0"))
+    from mtl_jax.data.houses_builder import Houses
+
+    folders = list(data_dir.glob(f"houses/n{train}-*/{Houses.VERSION}"))
     return sum(f.stat().st_size for f in folders[0].glob("*train*")) if folders else 0
 
 

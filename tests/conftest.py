@@ -72,3 +72,13 @@ def assert_resumes_bitwise(model, tasks, data, tmp_path, **options):
     resumed, resumed_history = mtl.fit(model, tasks, data, workdir=tmp_path / "b", resume=True, **options)
     chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(state))
     assert resumed_history == history
+
+
+def init_variables(module, *args, **kwargs):
+    """``module.init(*args, **kwargs)`` compiled as one program without LLVM's optimisations, as
+    :func:`mtl_jax.train.init_params` does: op by op, a model's initialisers take seconds of
+    dispatches (values equal up to rounding)."""
+    import jax
+
+    return jax.jit(lambda *a: module.init(*a, **kwargs),
+                   compiler_options={"xla_backend_optimization_level": 0})(*args)

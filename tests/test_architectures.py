@@ -17,7 +17,7 @@ from mtl_jax.models.sharing_penalties import SharingPenalty, make_penalty, nucle
 from mtl_jax.models.soft_sharing import task_columns
 from mtl_jax.models.trunks import MLP
 from mtl_jax.tasks import task_losses
-from mtl_jax.train import create_train_state, make_train_step
+from mtl_jax.train import create_train_state, init_params, make_train_step
 from mtl_jax.weighting import static
 
 TASKS = (mtl.regression("y"), mtl.classification("label", 3), mtl.regression("z"))
@@ -63,7 +63,7 @@ MAIN_IDS = [name for name, *_ in MAIN]
 
 
 def _init(model, batch):
-    return model.init(jax.random.PRNGKey(0), batch["x"][:2])["params"]
+    return init_params(model, jax.random.PRNGKey(0), batch["x"][:2])
 
 
 @pytest.mark.parametrize("name,make,tasks,make_batch", MAIN, ids=MAIN_IDS)
@@ -112,7 +112,7 @@ def _reference_gramian(model, tasks, params, batch):
     def losses(s):
         return task_losses(tasks, model.apply({"params": {**params, **s}}, batch["x"], train=True), batch)[0]
 
-    jacobian = jax.jacrev(losses)(shared)
+    jacobian = jax.jit(jax.jacrev(losses))(shared)  # op by op it takes ~10 s of dispatches
     flat = jnp.concatenate([leaf.reshape(len(tasks), -1) for leaf in jax.tree.leaves(jacobian)], axis=1)
     return np.asarray(flat @ flat.T, np.float64), jacobian
 
@@ -262,7 +262,7 @@ def test_penalty_enters_the_step_as_an_added_gradient_and_is_logged():
         losses = task_losses(tasks, model.apply({"params": p}, batch["x"], train=True), batch)[0]
         return losses[0] + 0.5 * losses[1] + penalty(p)
 
-    expected = jax.tree.map(lambda p, g: p - g, params, jax.grad(total)(params))
+    expected = jax.tree.map(lambda p, g: p - g, params, jax.jit(jax.grad(total))(params))
     chex.assert_trees_all_close(new_state.params, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(out["penalty"]), float(penalty(params)), rtol=1e-6)
     with pytest.raises(KeyError, match="columns"):

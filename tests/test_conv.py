@@ -10,6 +10,7 @@ from jax import lax
 from mtl_jax.models import ResNet, SeedCNN
 from mtl_jax.models import conv as conv_module
 from mtl_jax import cpu as mtl_cpu
+from conftest import init_variables
 from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, fast_pooling, max_pool, relu_max_pool
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -109,12 +110,12 @@ def test_trunks_give_the_same_outputs_and_gradients_on_both_paths(trunk):
     x = jnp.asarray(np.random.default_rng(3).integers(0, 255, (2, 16, 16, 3)), jnp.uint8)
     fast, native = (trunk(conv="fast") if trunk is SeedCNN else trunk("fast"),
                     trunk(conv="native") if trunk is SeedCNN else trunk("native"))
-    params = native.init(jax.random.PRNGKey(0), x)
-    chex.assert_trees_all_equal_shapes(fast.init(jax.random.PRNGKey(0), x), params)
+    params = init_variables(native, jax.random.PRNGKey(0), x)
+    chex.assert_trees_all_equal_shapes(jax.eval_shape(fast.init, jax.random.PRNGKey(0), x), params)
     loss = lambda model, p: jnp.sum(model.apply(p, x) ** 2)  # noqa: E731
-    np.testing.assert_allclose(fast.apply(params, x), native.apply(params, x), rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(jax.grad(lambda p: loss(fast, p))(params), jax.grad(lambda p: loss(native, p))(params),
-                                rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(native.apply)(params, x), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(jax.jit(jax.grad(lambda p: loss(fast, p)))(params),
+                                jax.jit(jax.grad(lambda p: loss(native, p)))(params), rtol=1e-3, atol=1e-4)
 
 
 def test_the_cpu_choice_uses_gemm_only_for_narrow_patches():

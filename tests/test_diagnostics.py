@@ -54,7 +54,7 @@ def test_affinity_is_the_lookahead_loss_change_and_sees_help_and_harm():
     def losses(p):
         return task_losses(tasks, model.apply({"params": p}, batch["x"]), batch)[0]
 
-    grads = jax.grad(lambda p: losses(p)[0])(params)
+    grads = jax.jit(jax.grad(lambda p: losses(p)[0]))(params)
     ahead = {**params, "trunk": jax.tree.map(lambda p, g: p - 0.05 * g, params["trunk"], grads["trunk"])}
     np.testing.assert_allclose(z[0], 1 - losses(ahead) / losses(params), rtol=1e-4, atol=1e-6)
     assert z[0, 2] > 0 and z[0, 1] < 0  # a step on "a" helps its twin and hurts its opposite

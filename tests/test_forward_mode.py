@@ -4,6 +4,8 @@
 mtl_jax's CPU layers (``conv="fast"``: im2col and per-tap convolutions, the fused
 conv-ReLU-pool stem, the int8-index max pooling) must give what XLA's own layers
 (``conv="native"``) give, in both modes and to second order."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,8 @@ import mtl_jax as mtl
 from mtl_jax.models import MLP, FieldEmbedding, ResNet, SeedCNN, TextEncoder
 from mtl_jax.models.mtan import mtan
 from mtl_jax.models.soft_sharing import task_columns
+
+from conftest import init_variables
 
 TASKS = (mtl.regression("price"), mtl.classification("kind", 3))
 IMAGE = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 12, 12, 3)), jnp.uint8)
@@ -36,6 +40,7 @@ def _scalar(model, x):
     return f
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _direction(params, seed=1):
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
@@ -61,7 +66,7 @@ def _both_modes(f):
 @pytest.mark.parametrize("name", list(CONV_TRUNKS))
 def test_forward_mode_and_hessian_vector_products_equal_xlas_layers(name):
     fast, native = CONV_TRUNKS[name]("fast"), CONV_TRUNKS[name]("native")
-    params = native.init(jax.random.PRNGKey(0), IMAGE)
+    params = init_variables(native, jax.random.PRNGKey(0), IMAGE)
     v = _direction(params)
     value, tangent, linearized, grad, hvp = _both_modes(_scalar(fast, IMAGE))(params, v)
     ref_value, ref_tangent, _, ref_grad, ref_hvp = _both_modes(_scalar(native, IMAGE))(params, v)
@@ -77,7 +82,7 @@ def test_forward_mode_and_hessian_vector_products_equal_xlas_layers(name):
 @pytest.mark.parametrize("name", list(CONV_ARCHITECTURES))
 def test_forward_mode_through_conv_architectures_equals_xlas_layers(name):
     fast, native = CONV_ARCHITECTURES[name]("fast"), CONV_ARCHITECTURES[name]("native")
-    params = native.init(jax.random.PRNGKey(0), IMAGE)
+    params = init_variables(native, jax.random.PRNGKey(0), IMAGE)
     v = _direction(params)
     tangent = jax.jit(lambda p, v: jax.jvp(_scalar(fast, IMAGE), (p,), (v,))[1])(params, v)
     reference = jax.jit(lambda p, v: jax.jvp(_scalar(native, IMAGE), (p,), (v,))[1])(params, v)
@@ -91,7 +96,7 @@ def _reverse_over_reverse(f, params, v):
 
 def test_reverse_over_reverse_through_the_fast_layers_equals_forward_over_reverse():
     model = SeedCNN((8, 16), conv="fast")
-    params = model.init(jax.random.PRNGKey(0), IMAGE)
+    params = init_variables(model, jax.random.PRNGKey(0), IMAGE)
     v, f = _direction(params), _scalar(model, IMAGE)
     hvp = jax.jit(lambda p, v: _hvp(f, p, v))(params, v)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree_util.tree_leaves(hvp))
@@ -101,11 +106,12 @@ def test_reverse_over_reverse_through_the_fast_layers_equals_forward_over_revers
 
 def test_jacfwd_through_the_fast_layers_equals_jacrev():
     model = SeedCNN((4, 8), conv="fast")
-    params = model.init(jax.random.PRNGKey(0), IMAGE[:1])
+    params = init_variables(model, jax.random.PRNGKey(0), IMAGE[:1])
     per_image = lambda bias: model.apply(  # noqa: E731
         {"params": {**params["params"], "Conv_1": {**params["params"]["Conv_1"], "bias": bias}}}, IMAGE).sum(axis=(1, 2))
     bias = params["params"]["Conv_1"]["bias"] + 0.1
-    np.testing.assert_allclose(jax.jacfwd(per_image)(bias), jax.jacrev(per_image)(bias), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.jacfwd(per_image))(bias), jax.jit(jax.jacrev(per_image))(bias),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,model,x", [
@@ -116,7 +122,7 @@ def test_jacfwd_through_the_fast_layers_equals_jacrev():
      jnp.asarray(np.random.default_rng(4).integers(0, 5, (4, 2)), jnp.int32)),
 ])
 def test_every_other_trunk_has_consistent_hessian_vector_products(name, model, x):
-    params = model.init(jax.random.PRNGKey(0), x)
+    params = init_variables(model, jax.random.PRNGKey(0), x)
     v, f = _direction(params), _scalar(model, x)
     _, tangent, linearized, grad, hvp = _both_modes(f)(params, v)
     np.testing.assert_allclose(linearized, tangent, rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from mtl_jax.data import batches, houses, load_houses
+from mtl_jax.data.houses_builder import Houses
 
 
 def test_splits_have_requested_sizes_dtypes_and_label_ranges(tiny_houses):
@@ -43,7 +44,7 @@ def test_labels_follow_the_generative_rules(tiny_houses):
 
 
 def test_prepared_data_are_reused_from_the_cache(tiny_houses, data_dir):
-    prepared = list(data_dir.glob("houses/n96-40-40-seed0/1.0.0"))
+    prepared = list(data_dir.glob(f"houses/n96-40-40-seed0/{Houses.VERSION}"))
     assert len(prepared) == 1
     stamp = {p: p.stat().st_mtime for p in prepared[0].iterdir()}
     load_houses(train_size=96, validation_size=40, test_size=40, seed=0, data_dir=data_dir)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import mtl_jax as mtl
+from conftest import init_variables
 from mtl_jax.models import (MLP, Head, PixelDecoder, ResNet, SeedCNN, TextEncoder, hard_sharing,
                             param_labels, shared_params, task_branches)
 
@@ -21,7 +22,7 @@ EXPECTED = {"price": (4, 1), "pos": (4, 2), "kind": (4, 3), "tags": (4, 5), "cli
 ])
 def test_every_trunk_with_every_global_head(trunk, inputs, representation):
     model = hard_sharing(trunk, TASKS, head_hidden=(8,))
-    variables = model.init(jax.random.PRNGKey(0), inputs)
+    variables = init_variables(model, jax.random.PRNGKey(0), inputs)
     out = model.apply(variables, inputs)
     chex.assert_shape([out[k] for k in EXPECTED], [EXPECTED[k] for k in EXPECTED])
     chex.assert_tree_all_finite(out)
@@ -35,7 +36,7 @@ def test_dense_heads_decode_to_the_input_resolution():
     tasks = [mtl.segmentation("parts", 4), mtl.depth("depth"), mtl.classification("kind", 3)]
     model = hard_sharing(SeedCNN(), tasks, output_size=(64, 64))
     x = jnp.zeros((2, 64, 64, 3))
-    out = model.apply(model.init(jax.random.PRNGKey(0), x), x)
+    out = model.apply(init_variables(model, jax.random.PRNGKey(0), x), x)
     chex.assert_shape([out["parts"], out["depth"], out["kind"]], [(2, 64, 64, 4), (2, 64, 64, 1), (2, 3)])
     with pytest.raises(ValueError, match="output_size"):
         hard_sharing(SeedCNN(), tasks)
@@ -44,7 +45,7 @@ def test_dense_heads_decode_to_the_input_resolution():
 def test_text_encoder_ignores_padding_tokens():
     encoder = TextEncoder(20, 8, layers=1, num_heads=2, mlp_dim=16)
     tokens = jnp.array([[3, 4, 5, 0, 0]])
-    variables = encoder.init(jax.random.PRNGKey(0), tokens)
+    variables = init_variables(encoder, jax.random.PRNGKey(0), tokens)
     short = encoder.apply(variables, tokens[:, :3])
     chex.assert_trees_all_close(encoder.apply(variables, tokens), short, atol=1e-5)
 
@@ -53,7 +54,7 @@ def test_task_branches_and_parameter_ownership():
     tasks = [mtl.regression("a"), mtl.classification("b", 3)]
     model = task_branches(MLP((8,)), {"a": MLP((4,)), "b": MLP((6,))}, tasks)
     x = jnp.zeros((3, 5))
-    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    params = init_variables(model, jax.random.PRNGKey(0), x)["params"]
     assert set(params) == {"trunk", "branches_a", "branches_b", "heads_a", "heads_b"}
     labels = param_labels(model, params)
     assert set(jax.tree.leaves(labels["trunk"])) == {"shared"}

@@ -31,12 +31,17 @@ def test_equal_weights_reproduce_plain_summed_loss_training():
     state = create_train_state(model, tasks, opt, static([1.0, 1.0]), data["x"][:4], seed=0)
     params, opt_state = state.params, opt.init(state.params)
     step = make_train_step(model, tasks, opt, static([1.0, 1.0]), "x")
-    for batch in batches(data, 16):
+
+    @jax.jit
+    def plain_step(params, opt_state, batch):  # summed-loss training written out by hand
         def summed(p):
             preds = model.apply({"params": p}, batch["x"])
             return jnp.sum(task_losses(tasks, preds, batch)[0])
         updates, opt_state = opt.update(jax.grad(summed)(params), opt_state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), opt_state
+
+    for batch in batches(data, 16):
+        params, opt_state = plain_step(params, opt_state, batch)
         state, _ = step(state, batch)
     chex.assert_trees_all_close(state.params, params, rtol=1e-5, atol=1e-6)
 

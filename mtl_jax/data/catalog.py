@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping
 from mtl_jax import tasks as tasks_lib
 from mtl_jax.data import arrays, houses
 from mtl_jax.data.clicks_builder import load_clicks
+from mtl_jax.data.digits import CLASSES as DIGIT_CLASSES
+from mtl_jax.data.digits_builder import load_multi_digits
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import DATASETS
@@ -88,6 +90,16 @@ CLICKS = DATASETS.register(
         load=load_clicks,
         tasks={name: tasks_lib.binary for name in ("click", "conversion", "purchase")},
         input_key="fields"))
+
+
+MULTI_DIGITS = DATASETS.register(
+    "multi_digits", "MultiMNIST-style 24x24 pairs of real handwritten digits (scikit-learn's, no download): "
+    "left, right (10 classes each)")(
+    DatasetSpec(
+        load=load_multi_digits,
+        tasks={name: functools.partial(tasks_lib.classification, num_classes=10) for name in ("left", "right")},
+        input_key="image",
+        class_names={"left": DIGIT_CLASSES, "right": DIGIT_CLASSES}))
 
 
 @dataclasses.dataclass(frozen=True)
