@@ -7,9 +7,10 @@ into memory (``load_houses()``) or streamed (``load_houses(in_memory=False)``: a
 Also timed: the input pipeline alone (batches/s of the streamed source with its thread, nothing
 consuming them) against the training step's rate.
 
-    python benchmarks/streaming_memory.py [--big 150000] [--small 5000] [--steps 150]
+    python benchmarks/streaming_memory.py [--big 180000] [--small 5000] [--steps 150]
 
-``--big`` examples take ~14.5 KB each on disk (150,000: ~2.1 GB); the first run generates and
+``--big`` examples take ~11.7 KB each on disk (houses 2.0.0, image and mask as raw bytes;
+180,000: ~2.1 GB); the first run generates and
 prepares the variant under ``$MTL_JAX_DATA_DIR`` (minutes), later runs reuse it. Preparing runs
 in a process of its own, before the measured ones, with TFDS's shuffle buffer raised above the
 split's size: over 1 GB TFDS spills examples to disk buckets through ``tf.io.gfile``, which needs
@@ -88,7 +89,7 @@ def measure(train: int, streamed: bool, steps: int, data_dir: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--big", type=int, default=150000, help="train examples of the large variant")
+    parser.add_argument("--big", type=int, default=180000, help="train examples of the large variant")
     parser.add_argument("--small", type=int, default=5000, help="train examples of the reference variant")
     parser.add_argument("--steps", type=int, default=150, help="timed training steps per run")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: $MTL_JAX_DATA_DIR or the cache)")

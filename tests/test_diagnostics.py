@@ -61,6 +61,11 @@ def test_affinity_is_the_lookahead_loss_change_and_sees_help_and_harm():
     partners = strongest_partners(z, tasks)
     assert partners["twin"]["helped_most_by"] == "a" and partners["twin"]["hurt_most_by"] == "opposite"
     assert "| a |" in affinity_table(z, tasks)
+    for group in (1, 2):  # lookaheads vmapped in groups: the same matrix
+        np.testing.assert_allclose(np.asarray(make_affinity_step(model, tasks, "x", group)(params, batch, 0.05)), z,
+                                   rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="tasks_at_once"):
+        make_affinity_step(model, tasks, "x", 0)
 
 
 def _fit(tmp_path, name, epochs, resume=False):

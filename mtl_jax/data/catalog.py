@@ -21,6 +21,10 @@ from mtl_jax.data import arrays, houses
 from mtl_jax.data.clicks_builder import load_clicks
 from mtl_jax.data.digits import CLASSES as DIGIT_CLASSES
 from mtl_jax.data.digits_builder import load_multi_digits
+from mtl_jax.data.lesions import GRADES
+from mtl_jax.data.lesions_builder import load_lesions
+from mtl_jax.data.reviews import SENTIMENTS, TOPICS
+from mtl_jax.data.reviews_builder import load_reviews
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import DATASETS
@@ -100,6 +104,29 @@ MULTI_DIGITS = DATASETS.register(
         tasks={name: functools.partial(tasks_lib.classification, num_classes=10) for name in ("left", "right")},
         input_key="image",
         class_names={"left": DIGIT_CLASSES, "right": DIGIT_CLASSES}))
+
+
+REVIEWS = DATASETS.register(
+    "reviews", "generated product reviews as token ids (NLP, for model='text_encoder'): sentiment (binary), "
+    "topic (4 classes)")(
+    DatasetSpec(
+        load=load_reviews,
+        tasks={"sentiment": tasks_lib.binary,
+               "topic": functools.partial(tasks_lib.classification, num_classes=len(TOPICS))},
+        input_key="tokens",
+        class_names={"sentiment": SENTIMENTS, "topic": TOPICS}))
+
+LESIONS = DATASETS.register(
+    "lesions", "generated 32x32 medical-style scans: lesion (binary), grade (3 classes, only where a lesion is), "
+    "mask (per pixel)")(
+    DatasetSpec(
+        load=load_lesions,
+        tasks={"lesion": tasks_lib.binary,
+               "grade": functools.partial(tasks_lib.classification, num_classes=len(GRADES)),
+               "mask": functools.partial(tasks_lib.segmentation, num_classes=2)},
+        input_key="image",
+        output_size=(32, 32),
+        class_names={"grade": GRADES, "mask": ("tissue", "lesion")}))
 
 
 @dataclasses.dataclass(frozen=True)
