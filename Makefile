@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test
 
+# PYTHONWARNINGS: setuptools' build backend boxes a warning about editable installs on every
+# install, about folders named like the package in the working directory: that folder is the package.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(VENV)/bin/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

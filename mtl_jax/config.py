@@ -32,7 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field the runner reads, with its default."""
     c = ml_collections.ConfigDict()
     c.dataset = "houses"            # mtl-jax list: datasets
-    c.data = {}                     # the dataset loader's options (sizes, seed, ...)
+    c.data = {}                     # the dataset loader's options (sizes, seed, ...); generated datasets
+    #                                 stream their splits unless data.in_memory=True
     c.tasks = {}                    # task name -> {"weight": ..., optional "loss", "metrics"}
     c.model = "seed_cnn"            # trunk name (mtl-jax list: models), or "none" for architectures with their own
     c.model_kwargs = {}             # the trunk's fields

@@ -84,7 +84,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     """Looks every named piece up in its registry and builds it (data are loaded here)."""
     spec, tasks = check(config)
     penalty = make_penalty(config.penalty, config.penalty_weight)
-    data = spec.load(data_dir=data_dir, **dict(config.data))
+    data = spec.load(data_dir=data_dir, **loader_options(spec, config.data))
     output_size = spec.output_size
     if output_size is None and any(task.dense for task in tasks):  # per-pixel heads: the input's height and width
         output_size = tuple(head(data["train"], 1)[spec.input_key].shape[1:3])
@@ -103,6 +103,17 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
                                aggregator_kwargs=dict(config.aggregator_kwargs), level=config.gradient_level,
                                diagnostics=config.gradient_diagnostics)
     return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting, penalty)
+
+
+def loader_options(spec: DatasetSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``data`` options for the dataset's loader. A loader that can stream
+    (``in_memory=False``: the generated TFDS builders) streams unless ``data.in_memory=True``
+    asks for the splits in memory: nothing reads a whole split into memory by default. Both
+    give the same batches, so the same run bitwise (``tests/test_sources.py``)."""
+    options = dict(options)
+    if "in_memory" in inspect.signature(spec.load).parameters:
+        options.setdefault("in_memory", False)
+    return options
 
 
 COUNT_FIELDS = {"epochs": 0, "batch_size": 1, "eval_batch_size": 1, "seed": 0, "keep_checkpoints": 1,
@@ -291,8 +302,9 @@ def _split_targets(data, tasks) -> dict[str, np.ndarray]:
     """Each task's targets of a split (read record by record for a source, without its inputs)."""
     names = [t.name for t in tasks]
     if is_record_source(data):
-        return RecordSource(data.source, keys=[n for n in names if n in data.keys], transform=data.transform,
-                            order=data.order, threads=0).read(np.arange(len(data)))
+        keys = [n for n in names if n in data.keys]
+        return RecordSource(data.source, keys=keys, transform=data.transform, order=data.order, threads=0,
+                            dtypes={k: t for k, t in data.dtypes.items() if k in keys}).read(np.arange(len(data)))
     return {n: data[n] for n in names if n in data}
 
 

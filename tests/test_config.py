@@ -239,3 +239,22 @@ def test_misspelt_data_options_and_tasks_are_named_before_any_data_load(tmp_path
     with pytest.raises(KeyError, match="unknown task.*'prise'.*did you mean 'price'"):
         experiment.build(config, data_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing generated or downloaded
+
+
+def test_configs_stream_generated_datasets_unless_in_memory_is_asked(data_dir):
+    """Nothing reads a whole split into memory by default: a config's generated dataset is a
+    record source per split; data.in_memory=True gives arrays, and both give the same batches."""
+    from mtl_jax.data import batches
+    from mtl_jax.data.sources import is_record_source
+
+    sizes = ["data.train_size=40", "data.validation_size=16", "data.test_size=16"]
+    streamed = experiment.build(load_config(SEED_CONFIG, sizes), data_dir)
+    assert all(is_record_source(split) for split in streamed.data.values())
+    in_memory = experiment.build(load_config(SEED_CONFIG, [*sizes, "data.in_memory=True"]), data_dir)
+    assert all(isinstance(split, dict) for split in in_memory.data.values())
+    for a, b in zip(batches(streamed.data["train"], 16, seed=3, epoch=1),
+                    batches(in_memory.data["train"], 16, seed=3, epoch=1)):
+        for key in ("image", "price", "kind", "_valid"):
+            np.testing.assert_array_equal(a[key], b[key])
+            assert a[key].dtype == b[key].dtype, key
+    assert experiment.loader_options(DATASETS.get("arrays"), {"train": "x.npz"}) == {"train": "x.npz"}
