@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from mtl_jax.config import load_config
+from mtl_jax.data.sources import head, num_examples
 from mtl_jax.experiment import load_run, restore_params, train_and_evaluate
 from mtl_jax.files import write_json
 from mtl_jax.models.experts import gate_weights
@@ -30,7 +31,8 @@ def mean_gates(workdir: Path, data_dir: str | None = None) -> dict[str, list[flo
     """Each task's gate weights averaged over the test split (best checkpoint)."""
     experiment = load_run(workdir, data_dir)
     params = restore_params(experiment, workdir, "best").params
-    inputs = experiment.data["test"][experiment.spec.input_key]
+    test = experiment.data["test"]  # a record source (configs stream) or arrays
+    inputs = head(test, num_examples(test))[experiment.spec.input_key]
     gates = jax.device_get(gate_weights(experiment.model, params, inputs))
     return {name[len("gate_"):]: np.asarray(value, np.float64).mean(axis=0).round(3).tolist()
             for name, value in gates.items() if name.startswith("gate_")}
