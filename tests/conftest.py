@@ -80,5 +80,6 @@ def init_variables(module, *args, **kwargs):
     dispatches (values equal up to rounding)."""
     import jax
 
-    return jax.jit(lambda *a: module.init(*a, **kwargs),
-                   compiler_options={"xla_backend_optimization_level": 0})(*args)
+    from mtl_jax.train.state import run_once_compiler_options
+
+    return jax.jit(lambda *a: module.init(*a, **kwargs), compiler_options=run_once_compiler_options())(*args)

@@ -10,10 +10,10 @@ On a batch, with the shared parameters ``theta_s`` and task ``i``'s lookahead
 the signal Task Affinity Grouping (TAG) uses to choose which tasks to train together.
 Each measurement costs ``T`` gradient evaluations and ``T + 1`` forward passes, vmapped over
 tasks (``tasks_at_once`` at a time, default all: memory is that many single-task backward
-passes). Not a ``lax.map``: XLA's CPU backend runs a convolutional model's gradient ~30x
-slower inside a loop body (11 s instead of 0.4 s for the seed CNN with five tasks,
-``benchmarks/README.md``). The loop takes it every ``affinity_every_steps`` steps, on the batch about to be trained on, in evaluation mode
-(no dropout). The lookahead is a plain gradient step of size ``eta`` (the paper's
+passes). Not a ``lax.map``: XLA's CPU backend runs a convolutional model's gradient ~35x
+slower inside a loop body (9.9 s instead of 0.29 s for the seed CNN with five tasks,
+``benchmarks/README.md``). The loop takes it every ``affinity_every_steps`` steps, on the
+batch about to be trained on, in evaluation mode (no dropout). The lookahead is a plain gradient step of size ``eta`` (the paper's
 definition), whatever the optimizer.
 
 References: C. Fifty, E. Amid, Z. Zhao, T. Yu, R. Anil, C. Finn. "Efficiently Identifying

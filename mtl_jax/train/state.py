@@ -53,8 +53,12 @@ def init_params(model: nn.Module, key: jax.Array, example_inputs: Any) -> Any:
 
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, example_inputs))):
         return init(key, example_inputs)  # inside a transformation (e.g. jax.eval_shape of a state)
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-    return jax.jit(init, compiler_options=options)(key, example_inputs)
+    return jax.jit(init, compiler_options=run_once_compiler_options())(key, example_inputs)
+
+
+def run_once_compiler_options() -> dict | None:
+    """XLA options for a program that runs once (initialisation): on a CPU, no LLVM optimisation."""
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
 def _distinct_buffers(tree):
