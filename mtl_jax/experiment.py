@@ -65,8 +65,9 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
     """Every name (dataset, tasks, data options, trunk, architecture, methods, optimizer,
     schedule, penalty) and count of ``config`` checked, before any data are loaded; returns the
     dataset's spec and the tasks."""
-    spec: DatasetSpec = DATASETS.get(config.dataset).configured(dict(config.data))
-    tasks = spec.make_tasks(config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks)
+    chosen = config.tasks.to_dict() if hasattr(config.tasks, "to_dict") else config.tasks
+    spec: DatasetSpec = DATASETS.get(config.dataset).configured(dict(config.data), chosen)
+    tasks = spec.make_tasks(chosen)
     for registry, name in ((ARCHITECTURES, config.architecture), (WEIGHTINGS, config.weighting),
                            (OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
         registry.get(name)

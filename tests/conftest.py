@@ -83,3 +83,44 @@ def init_variables(module, *args, **kwargs):
     from mtl_jax.train.state import run_once_compiler_options
 
     return jax.jit(lambda *a: module.init(*a, **kwargs), compiler_options=run_once_compiler_options())(*args)
+
+
+def jit_once(fun, **kwargs):
+    """``jax.jit(fun)`` for a computation a test runs once (a reference Jacobian, a forward-mode
+    product to compare): compiled without LLVM's optimisations, which take most of a large
+    program's compile time on CPU and buy nothing for one call. The values are the same
+    mathematics (equal up to rounding); the product's own steps keep the default options."""
+    import jax
+
+    from mtl_jax.train.state import run_once_compiler_options
+
+    return jax.jit(fun, compiler_options=run_once_compiler_options(), **kwargs)
+
+
+def mock_tfds(num_examples: int):
+    """``tfds.testing.mock_data(num_examples)`` with random examples of any public TFDS dataset
+    (nothing downloads), patched for a TFDS bug: its mock data sources' ``__getitems__`` (the
+    batched read real array_record sources have) is a ``functools.partial`` of a method, set on
+    the instance, so Python calls it without ``self`` and it fails."""
+    import contextlib
+
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.testing import mocking
+
+    real = mocking._getitems
+
+    def getitems(*args, generator, serialized=False):
+        if len(args) == 1:  # called without self: the record keys only
+            return [generator[key] for key in args[0]]
+        return real(*args, generator=generator, serialized=serialized)
+
+    @contextlib.contextmanager
+    def patched():
+        mocking._getitems = getitems
+        try:
+            with tfds.testing.mock_data(num_examples=num_examples):
+                yield
+        finally:
+            mocking._getitems = real
+
+    return patched()

@@ -16,7 +16,7 @@ from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.registry import AGGREGATORS
 from mtl_jax.weighting import static
 
-from conftest import assert_resumes_bitwise, toy_regression_classification
+from conftest import assert_resumes_bitwise, jit_once, toy_regression_classification
 
 KEY = jax.random.PRNGKey(0)
 
@@ -35,7 +35,7 @@ def _info(gramian):
 
 def _coefficients(aggregator, jacobian, key=KEY):
     gramian = jacobian @ jacobian.T
-    return jax.jit(lambda g: aggregator.update(_info(g), aggregator.init(g.shape[0]), key)[0])(gramian)
+    return jit_once(lambda g: aggregator.update(_info(g), aggregator.init(g.shape[0]), key)[0])(gramian)
 
 
 JACOBIANS = [(seed, t, c) for seed, t, c in [(0, 2, False), (1, 3, False), (2, 5, False), (3, 3, True),

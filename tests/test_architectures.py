@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_resumes_bitwise, toy_regression_classification
+from conftest import assert_resumes_bitwise, jit_once, toy_regression_classification
 
 import mtl_jax as mtl
 from mtl_jax.experiment import make_weighting
@@ -71,7 +71,7 @@ def test_outputs_have_each_tasks_shape_and_the_contract_holds(name, make, tasks,
     model, batch = make(), make_batch()
     params = _init(model, batch)
 
-    @jax.jit
+    @jit_once
     def both_ways(p, x):
         z = model.apply({"params": p}, x, method="represent")
         return model.apply({"params": p}, x), model.apply({"params": p}, {t.name: z for t in tasks},
@@ -95,7 +95,7 @@ def test_task_parameters_receive_only_their_own_tasks_gradient(name, make, tasks
     def losses(p):
         return task_losses(tasks, model.apply({"params": p}, batch["x"], train=True), batch)[0]
 
-    jacobian = jax.jit(jax.jacrev(losses))(params)  # leaves [T, ...]: every task's gradient
+    jacobian = jit_once(jax.jacrev(losses))(params)  # leaves [T, ...]: every task's gradient
     for index, task in enumerate(tasks):
         moved = jax.tree.map(lambda g, owner: (owner, float(jnp.abs(g[index]).max())), jacobian, labels,
                              is_leaf=lambda x: isinstance(x, str))
@@ -112,7 +112,7 @@ def _reference_gramian(model, tasks, params, batch):
     def losses(s):
         return task_losses(tasks, model.apply({"params": {**params, **s}}, batch["x"], train=True), batch)[0]
 
-    jacobian = jax.jit(jax.jacrev(losses))(shared)  # op by op it takes ~10 s of dispatches
+    jacobian = jit_once(jax.jacrev(losses))(shared)  # op by op it takes ~10 s of dispatches
     flat = jnp.concatenate([leaf.reshape(len(tasks), -1) for leaf in jax.tree.leaves(jacobian)], axis=1)
     return np.asarray(flat @ flat.T, np.float64), jacobian
 
@@ -262,7 +262,7 @@ def test_penalty_enters_the_step_as_an_added_gradient_and_is_logged():
         losses = task_losses(tasks, model.apply({"params": p}, batch["x"], train=True), batch)[0]
         return losses[0] + 0.5 * losses[1] + penalty(p)
 
-    expected = jax.tree.map(lambda p, g: p - g, params, jax.jit(jax.grad(total))(params))
+    expected = jax.tree.map(lambda p, g: p - g, params, jit_once(jax.grad(total))(params))
     chex.assert_trees_all_close(new_state.params, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(out["penalty"]), float(penalty(params)), rtol=1e-6)
     with pytest.raises(KeyError, match="columns"):

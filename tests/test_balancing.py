@@ -11,6 +11,8 @@ from mtl_jax.balancing import Direction, Info, Method, at_level, chain, gramian_
 from mtl_jax.registry import AGGREGATORS, WEIGHTINGS, Registry
 from mtl_jax.weighting import famo, log_losses, static, uncertainty
 
+from conftest import jit_once
+
 KEY = jax.random.PRNGKey(0)
 TASKS = (mtl.regression("a"), mtl.classification("b", 3), mtl.regression("c"))
 
@@ -34,7 +36,7 @@ def test_every_method_is_called_the_same_way(name, method):
     info = _info()
     state = method.init(3)
     for step in range(2):
-        out, state = jax.jit(method.update)(info, state, jax.random.fold_in(KEY, step))
+        out, state = jit_once(method.update)(info, state, jax.random.fold_in(KEY, step))
     weights = out.weights if isinstance(out, Direction) else out
     assert weights.shape == (3,) and np.isfinite(np.asarray(weights)).all(), name
     assert isinstance(out, Direction) == (method.needs == "feature_jacobian"), name

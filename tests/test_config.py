@@ -118,8 +118,7 @@ def test_sgd_weight_decay_and_refusals():
 @pytest.mark.parametrize("path", sorted(Path("experiments/configs").glob("*.py")), ids=lambda p: p.stem)
 def test_every_shipped_config_resolves_every_name(path):
     config = load_config(path)
-    spec = DATASETS.get(config.dataset)
-    tasks = spec.make_tasks(config.tasks.to_dict())
+    spec, tasks = experiment.check(config)
     for registry, name in ((OPTIMIZERS, config.optimizer), (SCHEDULES, config.schedule)):
         registry.get(name)
     build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,

@@ -10,7 +10,7 @@ from jax import lax
 from mtl_jax.models import ResNet, SeedCNN
 from mtl_jax.models import conv as conv_module
 from mtl_jax import cpu as mtl_cpu
-from conftest import init_variables
+from conftest import init_variables, jit_once
 from mtl_jax.models.conv import conv_for_platform, conv_general_dilated, fast_pooling, max_pool, relu_max_pool
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -113,9 +113,9 @@ def test_trunks_give_the_same_outputs_and_gradients_on_both_paths(trunk):
     params = init_variables(native, jax.random.PRNGKey(0), x)
     chex.assert_trees_all_equal_shapes(jax.eval_shape(fast.init, jax.random.PRNGKey(0), x), params)
     loss = lambda model, p: jnp.sum(model.apply(p, x) ** 2)  # noqa: E731
-    np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(native.apply)(params, x), rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(jax.jit(jax.grad(lambda p: loss(fast, p)))(params),
-                                jax.jit(jax.grad(lambda p: loss(native, p)))(params), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(jit_once(fast.apply)(params, x), jit_once(native.apply)(params, x), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(jit_once(jax.grad(lambda p: loss(fast, p)))(params),
+                                jit_once(jax.grad(lambda p: loss(native, p)))(params), rtol=1e-3, atol=1e-4)
 
 
 def test_the_cpu_choice_uses_gemm_only_for_narrow_patches():
@@ -144,7 +144,7 @@ def test_the_chunked_filter_gradient_pads_a_batch_the_chunk_does_not_divide(monk
     pads = ((1, 1), (1, 1))
     # two images a chunk: three steps, the last one padded with a zero image
     monkeypatch.setattr(conv_module, "FILTER_GRAD_CHUNK_BYTES", 2 * 3 * 3 * 8 * 4)
-    filter_gradient = jax.jit(lambda x, w, dy: jax.vjp(lambda w_: conv_general_dilated(
+    filter_gradient = jit_once(lambda x, w, dy: jax.vjp(lambda w_: conv_general_dilated(
         x, w_, (2, 2), pads, dimension_numbers=DN), w)[1](dy)[0])
     reference = jax.vjp(lambda w_: lax.conv_general_dilated(x, w_, (2, 2), pads, dimension_numbers=DN), w)[1](dy)[0]
     np.testing.assert_allclose(filter_gradient(x, w, dy), reference, rtol=1e-5, atol=1e-5)
@@ -153,8 +153,8 @@ def test_the_chunked_filter_gradient_pads_a_batch_the_chunk_does_not_divide(monk
 
 def test_the_wide_path_replaces_xlas_filter_gradient_convolution():
     x, w = _pair((2, 8, 8, 32), (3, 3, 32, 4))
-    grad_w = jax.jit(jax.grad(lambda w: jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
-    native = jax.jit(jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
+    grad_w = jit_once(jax.grad(lambda w: jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
+    native = jit_once(jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)))
     count = lambda f: f.lower(w).compile().as_text().count(" convolution(")  # noqa: E731
     assert count(native) == 2 and count(grad_w) == 1  # only the forward convolution is left
     np.testing.assert_allclose(grad_w(w), native(w), rtol=1e-4, atol=1e-4)

@@ -16,6 +16,8 @@ from mtl_jax.tasks import task_losses
 from mtl_jax.weighting import static
 from mtl_jax.balancing import observed
 
+from conftest import jit_once
+
 
 def test_cosines_and_conflicts_from_a_gramian():
     jacobian = np.array([[1.0, 0.0], [-1.0, 1.0], [0.0, 0.0], [2.0, 0.1]])
@@ -54,7 +56,7 @@ def test_affinity_is_the_lookahead_loss_change_and_sees_help_and_harm():
     def losses(p):
         return task_losses(tasks, model.apply({"params": p}, batch["x"]), batch)[0]
 
-    grads = jax.jit(jax.grad(lambda p: losses(p)[0]))(params)
+    grads = jit_once(jax.grad(lambda p: losses(p)[0]))(params)
     ahead = {**params, "trunk": jax.tree.map(lambda p, g: p - 0.05 * g, params["trunk"], grads["trunk"])}
     np.testing.assert_allclose(z[0], 1 - losses(ahead) / losses(params), rtol=1e-4, atol=1e-6)
     assert z[0, 2] > 0 and z[0, 1] < 0  # a step on "a" helps its twin and hurts its opposite

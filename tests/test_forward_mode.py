@@ -17,7 +17,7 @@ from mtl_jax.models import MLP, FieldEmbedding, ResNet, SeedCNN, TextEncoder
 from mtl_jax.models.mtan import mtan
 from mtl_jax.models.soft_sharing import task_columns
 
-from conftest import init_variables
+from conftest import init_variables, jit_once
 
 TASKS = (mtl.regression("price"), mtl.classification("kind", 3))
 IMAGE = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 12, 12, 3)), jnp.uint8)
@@ -40,7 +40,7 @@ def _scalar(model, x):
     return f
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@functools.partial(jit_once, static_argnums=1)
 def _direction(params, seed=1):
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
@@ -54,7 +54,7 @@ def _hvp(f, params, v):
 def _both_modes(f):
     """Jitted: f's value, its JVP along v, the gradient as the transpose of ``jax.linearize``'s
     linear map (checked against that map's JVP), and the Hessian-vector product forward over reverse."""
-    @jax.jit
+    @jit_once
     def run(params, v):
         value, tangent = jax.jvp(f, (params,), (v,))
         _, linear = jax.linearize(f, params)
@@ -84,8 +84,8 @@ def test_forward_mode_through_conv_architectures_equals_xlas_layers(name):
     fast, native = CONV_ARCHITECTURES[name]("fast"), CONV_ARCHITECTURES[name]("native")
     params = init_variables(native, jax.random.PRNGKey(0), IMAGE)
     v = _direction(params)
-    tangent = jax.jit(lambda p, v: jax.jvp(_scalar(fast, IMAGE), (p,), (v,))[1])(params, v)
-    reference = jax.jit(lambda p, v: jax.jvp(_scalar(native, IMAGE), (p,), (v,))[1])(params, v)
+    tangent = jit_once(lambda p, v: jax.jvp(_scalar(fast, IMAGE), (p,), (v,))[1])(params, v)
+    reference = jit_once(lambda p, v: jax.jvp(_scalar(native, IMAGE), (p,), (v,))[1])(params, v)
     np.testing.assert_allclose(tangent, reference, rtol=1e-3, atol=1e-3)
 
 
@@ -98,9 +98,9 @@ def test_reverse_over_reverse_through_the_fast_layers_equals_forward_over_revers
     model = SeedCNN((8, 16), conv="fast")
     params = init_variables(model, jax.random.PRNGKey(0), IMAGE)
     v, f = _direction(params), _scalar(model, IMAGE)
-    hvp = jax.jit(lambda p, v: _hvp(f, p, v))(params, v)
+    hvp = jit_once(lambda p, v: _hvp(f, p, v))(params, v)
     scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree_util.tree_leaves(hvp))
-    chex.assert_trees_all_close(jax.jit(lambda p, v: _reverse_over_reverse(f, p, v))(params, v), hvp,
+    chex.assert_trees_all_close(jit_once(lambda p, v: _reverse_over_reverse(f, p, v))(params, v), hvp,
                                 rtol=2e-3, atol=2e-4 * scale)
 
 
@@ -110,7 +110,7 @@ def test_jacfwd_through_the_fast_layers_equals_jacrev():
     per_image = lambda bias: model.apply(  # noqa: E731
         {"params": {**params["params"], "Conv_1": {**params["params"]["Conv_1"], "bias": bias}}}, IMAGE).sum(axis=(1, 2))
     bias = params["params"]["Conv_1"]["bias"] + 0.1
-    np.testing.assert_allclose(jax.jit(jax.jacfwd(per_image))(bias), jax.jit(jax.jacrev(per_image))(bias),
+    np.testing.assert_allclose(jit_once(jax.jacfwd(per_image))(bias), jit_once(jax.jacrev(per_image))(bias),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -128,5 +128,5 @@ def test_every_other_trunk_has_consistent_hessian_vector_products(name, model, x
     np.testing.assert_allclose(linearized, tangent, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tangent, sum(jnp.vdot(g, w) for g, w in zip(
         jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(v))), rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(hvp, jax.jit(lambda p, v: _reverse_over_reverse(f, p, v))(params, v),
+    chex.assert_trees_all_close(hvp, jit_once(lambda p, v: _reverse_over_reverse(f, p, v))(params, v),
                                 rtol=1e-4, atol=1e-5)

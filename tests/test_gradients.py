@@ -12,6 +12,8 @@ from mtl_jax.balancing import chain
 from mtl_jax.gradients import balanced_grads, balanced_grads_at_features, task_gramian
 from mtl_jax.weighting import famo, static
 
+from conftest import jit_once
+
 KEY = jax.random.PRNGKey(0)
 
 
@@ -55,8 +57,8 @@ def _flat(tree):
 
 
 def test_the_gramian_is_that_of_the_full_jacobian():
-    values, gramian = jax.jit(task_gramian, static_argnums=0)(losses, PARAMS, X)
-    jacobian = jnp.stack([_flat(g) for g in (jax.tree.map(lambda leaf: leaf[i], jax.jit(jax.jacrev(losses))(PARAMS, X))
+    values, gramian = jit_once(task_gramian, static_argnums=0)(losses, PARAMS, X)
+    jacobian = jnp.stack([_flat(g) for g in (jax.tree.map(lambda leaf: leaf[i], jit_once(jax.jacrev(losses))(PARAMS, X))
                                              for i in range(3))])
     np.testing.assert_allclose(values, losses(PARAMS, X), rtol=1e-6)
     np.testing.assert_allclose(gramian, jacobian @ jacobian.T, rtol=1e-4, atol=1e-6)
@@ -67,18 +69,18 @@ def test_the_gramian_is_that_of_the_full_jacobian():
                          ids=["static", "mgda", "famo"])
 def test_the_result_is_the_gradient_of_the_weighted_sum_of_losses(level, method):
     if level == "parameter":
-        run = jax.jit(lambda p, s, k: balanced_grads(losses, p, method, s, k, X))
+        run = jit_once(lambda p, s, k: balanced_grads(losses, p, method, s, k, X))
     else:
-        run = jax.jit(lambda p, s, k: balanced_grads_at_features(represent, heads, p, method, s, k, X))
+        run = jit_once(lambda p, s, k: balanced_grads_at_features(represent, heads, p, method, s, k, X))
     result = run(PARAMS, method.init(3), KEY)
-    expected = jax.jit(jax.grad(lambda p: jnp.sum(result.weights * losses(p, X))))(PARAMS)
+    expected = jit_once(jax.grad(lambda p: jnp.sum(result.weights * losses(p, X))))(PARAMS)
     chex.assert_trees_all_close(result.grads, expected, rtol=1e-4, atol=1e-6)
     assert (result.gramian is None) == (method.needs == "losses")
 
 
 def test_parameter_level_upgrad_conflicts_with_no_task():
-    result = jax.jit(lambda p: balanced_grads(losses, p, upgrad(), upgrad().init(3), KEY, X))(PARAMS)
-    jacobian = jax.jit(jax.jacrev(losses))(PARAMS, X)
+    result = jit_once(lambda p: balanced_grads(losses, p, upgrad(), upgrad().init(3), KEY, X))(PARAMS)
+    jacobian = jit_once(jax.jacrev(losses))(PARAMS, X)
     d = _flat(result.grads)
     for i in range(3):
         g = _flat(jax.tree.map(lambda leaf: leaf[i], jacobian))

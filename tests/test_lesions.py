@@ -64,9 +64,9 @@ def test_the_config_trains_detection_grading_and_the_mask(tmp_path, data_dir):
     from mtl_jax.config import load_config
 
     config = load_config("experiments/configs/lesions.py", [
-        "data.train_size=600", "data.validation_size=100", "data.test_size=300", "epochs=3", "batch_size=32"])
+        "data.train_size=400", "data.validation_size=50", "data.test_size=200", "epochs=2", "batch_size=32"])
     final = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)["final"]
-    # a short run (README: 0.96 / 0.62 / 0.80 after 10 epochs on 4,000): detection and the mask
+    # a short run (README: 0.96 / 0.62 / 0.80 after 10 epochs on 4,000; here 0.78 / - / 0.47): detection and the mask
     # learn, and the grade, labelled on about half the scans, trains without a NaN
     assert final["lesion/auc"] > 0.6 and final["mask/miou"] > 0.4, final
     assert np.isfinite(final["grade/loss"]) and 0.0 <= final["grade/accuracy"] <= 1.0, final

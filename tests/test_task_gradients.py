@@ -16,6 +16,8 @@ from mtl_jax.train import parameter_gramian as pg
 from mtl_jax.weighting import static
 from mtl_jax.balancing import Method, at_level, chain, observed
 
+from conftest import jit_once
+
 
 class MixedTrunk(nn.Module):
     """Every kind of shared layer the engine meets: strided SAME conv with bias, VALID conv
@@ -62,7 +64,7 @@ def _reference_gramian(model, tasks, params, batch):
         return task_losses(tasks, model.apply({"params": {**params, "trunk": shared}}, batch["x"], train=True),
                            batch)[0]
 
-    jacobian = jax.jit(jax.jacrev(losses))(params["trunk"])
+    jacobian = jit_once(jax.jacrev(losses))(params["trunk"])
     flat = jnp.concatenate([leaf.reshape(len(tasks), -1) for leaf in jax.tree.leaves(jacobian)], axis=1)
     return np.asarray(flat @ flat.T, np.float64)
 
@@ -109,7 +111,7 @@ def test_the_update_is_the_gradient_of_the_weighted_sum_of_losses(level):
         losses = task_losses(tasks, model.apply({"params": p}, batch["x"], train=True), batch)[0]
         return jnp.sum(weights * losses)
 
-    expected = jax.jit(jax.grad(total))(params)  # heads get their own task's weighted gradient, the trunk the sum
+    expected = jit_once(jax.grad(total))(params)  # heads get their own task's weighted gradient, the trunk the sum
     taken = jax.tree.map(lambda old, new: old - new, params, new_state.params)  # sgd(1.0)
     for path, value in jax.tree_util.tree_leaves_with_path(jax.tree.map(
             lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-6)), taken, expected)):

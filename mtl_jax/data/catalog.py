@@ -23,8 +23,11 @@ from mtl_jax.data.digits import CLASSES as DIGIT_CLASSES
 from mtl_jax.data.digits_builder import load_multi_digits
 from mtl_jax.data.lesions import GRADES
 from mtl_jax.data.lesions_builder import load_lesions
+from mtl_jax.data.multi_mnist import load_multi_mnist
 from mtl_jax.data.reviews import SENTIMENTS, TOPICS
 from mtl_jax.data.reviews_builder import load_reviews
+from mtl_jax.data.tfds_recipes import RECIPES
+from mtl_jax.data.tfds_tasks import FeatureTask, ResolvedTask, load_tfds, resolve, task_constructor, tfds_features
 from mtl_jax.data.houses_builder import load_houses
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import DATASETS
@@ -47,9 +50,9 @@ class DatasetSpec:
                 raise KeyError(f"unknown data option {name!r}{did_you_mean(name, known)} "
                                f"(this dataset's options: {', '.join(known)})")
 
-    def configured(self, options: Mapping[str, Any]) -> "DatasetSpec":
-        """This spec for a config's data ``options`` (datasets whose tasks or input key come from
-        the config, such as ``arrays``, override it)."""
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> "DatasetSpec":
+        """This spec for a config's data ``options`` and chosen tasks (datasets whose tasks or input
+        key come from the config, such as ``arrays`` and ``tfds``, override it)."""
         return self
 
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
@@ -134,7 +137,7 @@ class ArraysSpec(DatasetSpec):
     """``arrays``: the config gives the files, the input key and each task's kind
     (:mod:`mtl_jax.data.arrays`)."""
 
-    def configured(self, options: Mapping[str, Any]) -> DatasetSpec:
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> DatasetSpec:
         return dataclasses.replace(self, input_key=str(options.get("input_key", "x")))
 
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
@@ -147,3 +150,74 @@ ARRAYS = DATASETS.register(
     "arrays", "your own arrays: a .npz (or folder of .npy) per split; config.tasks gives each task's kind "
     "and target key, data.input_key the input")(
     ArraysSpec(load=arrays.load_arrays, tasks={}, input_key="x"))
+
+
+FEATURE_OPTIONS = ("feature", "kind", "num_classes")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec(DatasetSpec):
+    """A TFDS dataset whose features are the tasks (:mod:`mtl_jax.data.tfds_tasks`): a recipe
+    (``dsprites``, ``celeb_a``...) fixes the mapping; ``tfds`` takes it from the config."""
+
+    feature_tasks: Mapping[str, FeatureTask] = dataclasses.field(default_factory=dict)
+
+    def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
+        return super().make_tasks({name: {k: v for k, v in (options or {}).items() if k not in FEATURE_OPTIONS}
+                                   for name, options in chosen.items()})
+
+
+def tfds_recipe(name: str, recipe: Mapping[str, Any]) -> TfdsSpec:
+    feature_tasks = recipe["tasks"]
+    resolved = {task: ResolvedTask(f.kind, f.num_classes, None) for task, f in feature_tasks.items()}
+    return DATASETS.register(name, recipe["description"])(TfdsSpec(
+        load=functools.partial(load_tfds, recipe["tfds_name"], tasks=feature_tasks,
+                               **{"input": "image", **recipe["defaults"]}),
+        tasks={task: task_constructor(r) for task, r in resolved.items()},
+        input_key="image", feature_tasks=feature_tasks, class_names=recipe["class_names"]))
+
+
+for _name, _recipe in RECIPES.items():
+    tfds_recipe(_name, _recipe)
+
+MULTI_MNIST = DATASETS.register(
+    "multi_mnist", "MultiMNIST (Sener & Koltun 2018) from TFDS mnist (downloads): 36x36 overlapping pairs; left, "
+    "right (10 classes each)")(
+    DatasetSpec(
+        load=load_multi_mnist,
+        tasks={name: functools.partial(tasks_lib.classification, num_classes=10) for name in ("left", "right")},
+        input_key="image",
+        class_names={"left": DIGIT_CLASSES, "right": DIGIT_CLASSES}))
+
+
+@dataclasses.dataclass(frozen=True)
+class AnyTfdsSpec(TfdsSpec):
+    """``tfds``: ``data.name`` any TFDS dataset, each task's ``feature`` (default: its name), with
+    ``kind`` and ``num_classes`` taken from the feature unless given."""
+
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> DatasetSpec:
+        name = options.get("name")
+        if not name:
+            raise ValueError("dataset 'tfds' needs data.name, a TFDS dataset name (e.g. 'mnist' or "
+                             "'diabetic_retinopathy_detection/btgraham-300')")
+        if not chosen:
+            raise ValueError("dataset 'tfds' needs config.tasks = {name: {'feature': ..., ...}}")
+        feature_tasks = {}
+        for task, task_options in chosen.items():
+            task_options = dict(task_options or {})
+            feature_tasks[task] = FeatureTask(str(task_options.get("feature", task)), task_options.get("kind"),
+                                              task_options.get("num_classes"))
+        features = tfds_features(name, options.get("data_dir"))
+        resolved = {task: resolve(task, f, features) for task, f in feature_tasks.items()}
+        input_feature = str(options.get("input", "image"))
+        return dataclasses.replace(
+            self, load=functools.partial(load_tfds, tasks=feature_tasks),
+            tasks={task: task_constructor(r) for task, r in resolved.items()},
+            input_key=input_feature.replace("/", "_"), feature_tasks=feature_tasks,
+            class_names={task: r.class_names for task, r in resolved.items() if r.class_names})
+
+
+TFDS = DATASETS.register(
+    "tfds", "any TensorFlow Datasets dataset: data.name, data.input; config.tasks gives each task's feature "
+    "(kind and classes from the feature)")(
+    AnyTfdsSpec(load=functools.partial(load_tfds, tasks={}), tasks={}, input_key="image"))

@@ -72,14 +72,17 @@ def digit_pools() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def compose(left: np.ndarray, right: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """The 24x24 uint8 canvas with ``left`` at ``shifts[:2]`` from the top left and ``right`` at
+    """The uint8 canvas of side ``d + 2 * SHIFT`` for ``d x d`` digits (24 for these 16x16 ones,
+    36 for MNIST's 28x28) with ``left`` at ``shifts[:2]`` from the top left and ``right`` at
     ``shifts[2:]`` from the bottom right, overlapping pixels taking the maximum."""
     r, c, r2, c2 = (int(s) for s in shifts)
-    canvas = np.zeros((SIZE, SIZE), np.float32)
-    canvas[r:r + DIGIT, c:c + DIGIT] = left
-    bottom, right_edge = SIZE - DIGIT - r2, SIZE - DIGIT - c2
-    region = canvas[bottom:bottom + DIGIT, right_edge:right_edge + DIGIT]
-    canvas[bottom:bottom + DIGIT, right_edge:right_edge + DIGIT] = np.maximum(region, right)
+    digit = left.shape[0]
+    size = digit + 2 * SHIFT
+    canvas = np.zeros((size, size), np.float32)
+    canvas[r:r + digit, c:c + digit] = left
+    bottom, right_edge = size - digit - r2, size - digit - c2
+    region = canvas[bottom:bottom + digit, right_edge:right_edge + digit]
+    canvas[bottom:bottom + digit, right_edge:right_edge + digit] = np.maximum(region, right)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 

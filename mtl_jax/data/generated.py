@@ -84,7 +84,7 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 @contextlib.contextmanager
-def _quiet_absl():
+def quiet_absl():
     """TFDS's absl warnings and info lines off while a generated builder is made and read."""
     logger = logging.getLogger("absl")
     level = logger.level
@@ -126,7 +126,7 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
     """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
-    with _quiet_absl():  # "Using custom data configuration", "Downloading and preparing": nothing downloads
+    with quiet_absl():  # "Using custom data configuration", "Downloading and preparing": nothing downloads
         builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()),
                                 file_format="array_record")
         if not builder.is_prepared():
