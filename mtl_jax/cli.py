@@ -4,6 +4,7 @@
     mtl-jax config  --config experiments/configs/seed_cnn.py [--config.key=value ...]
     mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
     mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
+    mtl-jax compare --config experiments/configs/compare_houses.py --workdir DIR [--resume]
     mtl-jax list
 
 ``--config.key=value`` (or ``--config.key value``) overrides a config field as ml_collections'
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 USER_ERRORS = (ValueError, KeyError, TypeError, FileExistsError, FileNotFoundError, PermissionError,
                FloatingPointError)
@@ -51,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", required=True, help="Python file with get_config()")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field (repeatable), e.g. --config.epochs=3")
+    grid = sub.add_parser("compare", help="train a grid of methods x architectures x datasets x seeds and the "
+                                          "single-task baselines; write results.md/csv with delta-m%%")
+    grid.add_argument("--config", required=True, help="Python file with get_config() (a compare config)")
+    grid.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a compare config field, e.g. --config.seeds=[0,1]")
+    grid.add_argument("--workdir", required=True, help="where every run and the results table go")
+    grid.add_argument("--resume", action="store_true", help="continue interrupted runs and retry failed ones")
+    grid.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="datasets, models, weighting methods, aggregators, optimizers and schedules")
     return parser
 
@@ -88,6 +98,13 @@ def run(argv: list[str] | None = None) -> int:
         catalog.check_names(config)
     if args.command == "config":
         print(describe(config))
+        return 0
+    if args.command == "compare":
+        from mtl_jax.compare import compare
+
+        compare(args.config, args.workdir, overrides=args.overrides, resume=args.resume,
+                progress=False if args.quiet else None)
+        print((Path(args.workdir) / "results.md").read_text())
         return 0
     from mtl_jax import experiment
 

@@ -156,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                        progress: bool | None = None, data_dir: str | Path | None = None) -> dict:
     """Trains as configured into ``workdir`` (or resumes it) and returns the test results.
 
-    Returns and writes ``results.json``: ``{"final": test metrics of the last state,
+    Returns and writes ``results.json``: ``{"final": test metrics of the last state, "steps",
     "best": test metrics of the best checkpoint (when best_metric is set; None with a
     ``"best_note"`` when no best checkpoint was saved), "best_step", "epochs_run",
     "stopped_early", "skipped_steps"}``. The config is written to ``config.json`` only once
@@ -187,6 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                      run_files={CONFIG_FILE: config.to_dict()})
         test = experiment.data.get("test")
         results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
+                                   "steps": int(result.state.step),
                                    "stopped_early": len(result.history["epoch"]) < c.epochs,
                                    "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
         if test is not None:

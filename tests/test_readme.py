@@ -91,7 +91,11 @@ def test_every_readme_command_works_as_written_after_make_demo():
             assert (root / command[1]).is_file(), command
         elif command[0] == "mtl-jax":
             args = _parser().parse_args(config_flags(command[1:]))
-            if getattr(args, "config", None):
+            if args.command == "compare":
+                from mtl_jax.compare import plan
+
+                plan(root / args.config, args.overrides)
+            elif getattr(args, "config", None):
                 experiment.check(load_config(root / args.config, args.overrides))
         elif command[0] not in (".venv-bench/bin/pip", ".venv-bench/bin/python", "python3", "MTL_JAX_KEEP_XLA_FLAGS=1"):
             raise AssertionError(f"a README command this test does not know how to check: {command}")

@@ -1,0 +1,167 @@
+"""``mtl-jax compare`` (mtl_jax/compare/): a grid, its single-task baselines, the results table."""
+import csv
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl_jax import experiment
+from mtl_jax.compare import compare, plan
+from mtl_jax.compare.intervals import average_ranks, summarise
+from mtl_jax.metrics import delta_m
+
+BASE = Path("experiments/configs/houses_mtl.py").resolve()
+TINY = ["data.train_size=64", "data.validation_size=16", "data.test_size=32", "epochs=2", "batch_size=32",
+        "model=mlp", "model_kwargs.features=(16,)", "head_hidden=()", "best_metric=", "tensorboard=False",
+        "tasks={'price': {'weight': 1.0}, 'kind': {'weight': 1.0}}"]
+
+
+def _write(tmp_path, axes, name="grid.py", seeds=(0, 1), overrides=TINY):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(f"""
+        import ml_collections
+
+        def get_config():
+            config = ml_collections.ConfigDict()
+            config.base = {str(BASE)!r}
+            config.overrides = {list(overrides)!r}
+            config.axes = {axes!r}
+            config.seeds = {list(seeds)!r}
+            return config
+    """))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    """A 2 methods x 2 seeds grid with its 2 x 2 single-task runs, one run failing (NaN loss)."""
+    tmp_path = tmp_path_factory.mktemp("compare")
+    axes = {"method": {"equal": ["weighting=equal"], "uw": ["weighting=uw"],
+                       "diverges": ["weighting=equal", "learning_rate=1e30"]}}
+    path = _write(tmp_path, axes)
+    summary = compare(path, tmp_path / "work", progress=False, data_dir=data_dir)
+    return path, tmp_path / "work", summary
+
+
+def test_a_tiny_grid_writes_every_table_and_reports_a_failed_run(finished):
+    _, work, summary = finished
+    groups = {g.name: g for g in summary["datasets"][""]}
+    assert set(groups) == {"equal", "uw", "diverges", "single-task"}
+    for name in ("equal", "uw", "single-task"):
+        assert groups[name].seeds == [0, 1] and set(groups[name].metrics) == {"price/rmse", "kind/accuracy"}
+        assert groups[name].metrics["price/rmse"].count == 2 and groups[name].delta_m is not None
+    assert groups["diverges"].seeds == [] and set(groups["diverges"].failed) == {0, 1}
+    assert "non-finite" in groups["diverges"].failed[0].lower() or "nan" in groups["diverges"].failed[0].lower()
+    markdown = (work / "results.md").read_text()
+    assert "| method | kind/accuracy | price/rmse | delta_m%" in markdown and "## Failed runs" in markdown
+    assert "method=diverges/seed0" in markdown
+    rows = list(csv.DictReader(open(work / "results.csv")))
+    assert {r["group"] for r in rows} == {"equal", "uw", "single-task"}
+    assert (work / "delta_m.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list(csv.DictReader(open(work / "runs.csv")))) == 3 * 2 + 2 * 2
+
+
+def test_delta_m_is_each_seed_against_the_single_task_means(finished):
+    _, work, summary = finished
+    runs = work / "runs"
+
+    def metric(folder, key):
+        return json.loads((runs / folder / "run.json").read_text())["metrics"][key]
+
+    base = {"price/rmse": np.mean([metric(f"task=price/seed{s}", "price/rmse") for s in (0, 1)]),
+            "kind/accuracy": np.mean([metric(f"task=kind/seed{s}", "kind/accuracy") for s in (0, 1)])}
+    by_hand = []
+    for seed in (0, 1):
+        rmse, accuracy = metric(f"method=uw/seed{seed}", "price/rmse"), metric(f"method=uw/seed{seed}", "kind/accuracy")
+        by_hand.append(100 / 2 * (-(rmse - base["price/rmse"]) / base["price/rmse"]
+                                  + (accuracy - base["kind/accuracy"]) / base["kind/accuracy"]))
+    uw = next(g for g in summary["datasets"][""] if g.name == "uw")
+    assert uw.delta_m.mean == pytest.approx(np.mean(by_hand), rel=1e-9, abs=1e-9)
+    assert uw.delta_m.std == pytest.approx(np.std(by_hand, ddof=1), rel=1e-9, abs=1e-9)
+    single = next(g for g in summary["datasets"][""] if g.name == "single-task")
+    assert single.delta_m.mean == pytest.approx(
+        np.mean([delta_m({"price/rmse": metric(f"task=price/seed{s}", "price/rmse"),
+                          "kind/accuracy": metric(f"task=kind/seed{s}", "kind/accuracy")}, base) for s in (0, 1)]),
+        abs=1e-9)
+
+
+def test_finished_runs_are_not_trained_again_and_a_changed_grid_is_refused(finished, monkeypatch, data_dir):
+    path, work, summary = finished
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(experiment, "train_and_evaluate", refuse)
+    with pytest.raises(FileExistsError, match="unfinished or failed run; pass --resume"):
+        compare(path, work, progress=False, data_dir=data_dir)  # the failed runs need --resume
+    finished_only = ["axes.method={'equal': ['weighting=equal'], 'uw': ['weighting=uw']}"]
+    again = compare(path, work, overrides=finished_only, progress=False, data_dir=data_dir)
+    uw = {g.name: g for g in again["datasets"][""]}["uw"]
+    assert uw.delta_m == {g.name: g for g in summary["datasets"][""]}["uw"].delta_m
+    with pytest.raises(FileExistsError, match="finished with another config"):
+        compare(path, work, overrides=[*finished_only, "overrides=" + repr([*TINY, "learning_rate=0.01"])],
+                progress=False, data_dir=data_dir)
+
+
+def test_an_interrupted_run_is_continued_only_with_resume(tmp_path, data_dir):
+    path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0,))
+    work = tmp_path / "work"
+    first = compare(path, work, progress=False, data_dir=data_dir)
+    run = work / "runs" / "method=equal" / "seed0"
+    (run / "run.json").unlink()  # as if killed after its last checkpoint, before run.json
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        compare(path, work, progress=False, data_dir=data_dir)
+    resumed = compare(path, work, resume=True, progress=False, data_dir=data_dir)
+    assert resumed["datasets"][""][0].metrics == first["datasets"][""][0].metrics
+
+
+def test_a_typo_anywhere_in_the_grid_is_named_before_anything_trains(tmp_path):
+    path = _write(tmp_path, {"method": {"ok": ["weighting=equal"], "typo": ["weighting=uncertanty"]}})
+    with pytest.raises(KeyError, match="method=typo.*uncertanty"):
+        plan(path)
+    assert not (tmp_path / "work").exists()
+
+
+def test_axes_that_change_the_data_get_their_own_baselines(tmp_path):
+    path = _write(tmp_path, {"size": {"small": ["data.train_size=32"], "large": ["data.train_size=64"]},
+                             "method": {"equal": ["weighting=equal"]}})
+    text = path.read_text().replace("return config", "config.baseline_axes = ['size']\n    return config")
+    path.write_text(text)
+    _, grid, configs, keys = plan(path)
+    baselines = [r for r in grid if r.only_task]
+    assert {(r.dataset, r.only_task) for r in baselines} == {(s, t) for s in ("small", "large") for t in ("price", "kind")}
+    for run in baselines:
+        assert configs[run].data.train_size == (32 if run.dataset == "small" else 64)
+        assert list(configs[run].tasks) == [run.only_task] and configs[run].weighting == "static"
+    assert keys == {"small": ["kind/accuracy", "price/rmse"], "large": ["kind/accuracy", "price/rmse"]}
+
+
+def test_the_interval_is_students_t_and_one_seed_has_none():
+    s = summarise([1.0, 2.0, 3.0])
+    assert (s.mean, s.std) == (2.0, 1.0)
+    assert s.high - s.mean == pytest.approx(4.303 / math.sqrt(3))
+    one = summarise([5.0])
+    assert one.count == 1 and math.isnan(one.low) and one.text() == "5.000"
+    with pytest.raises(ValueError, match="non-finite"):
+        summarise([1.0, float("nan")])
+    assert summarise([0.0, 1.0]).overlaps(summarise([0.9, 1.1])) and not summarise([0.0, 0.1]).overlaps(
+        summarise([5.0, 5.1]))
+
+
+def test_ranks_follow_each_metrics_direction_and_share_ties():
+    means = {"a": {"t/rmse": 1.0, "t/accuracy": 0.9}, "b": {"t/rmse": 2.0, "t/accuracy": 0.9},
+             "c": {"t/rmse": 3.0, "t/accuracy": 0.5}}
+    ranks = average_ranks(means, {"t/rmse": False, "t/accuracy": True})
+    assert ranks == {"a": (1 + 1.5) / 2, "b": (2 + 1.5) / 2, "c": 3.0}
+
+
+@pytest.mark.parametrize("path", sorted(Path("experiments/configs").glob("compare_*.py")), ids=lambda p: p.stem)
+def test_every_shipped_compare_config_plans_every_run(path):
+    config, grid, configs, keys = plan(path)
+    cells = [r for r in grid if r.only_task is None]
+    assert len(cells) == len(list(config.seeds)) * np.prod([len(v) for v in dict(config.axes).values()])
+    assert len({r.folder for r in grid}) == len(grid)  # no two runs share a folder
+    assert all(keys.values())
