@@ -27,6 +27,37 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
+def _jit_without_llvm_optimisation(real_jit):
+    """``jax.jit`` compiling without LLVM's optimisations (see below)."""
+    from mtl_jax.train.state import run_once_compiler_options
+
+    def jit(fun=None, /, **kwargs):
+        if fun is None:  # @jax.jit(static_argnums=...)
+            return lambda f: jit(f, **kwargs)
+        options = {**run_once_compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
+        return real_jit(fun, compiler_options=options, **kwargs)
+
+    jit.real_jit = real_jit
+    return jit
+
+
+# Every ``jax.jit`` made during the tests compiles without LLVM's optimisations
+# (:func:`mtl_jax.train.state.run_once_compiler_options`): the suite's programs are small and run
+# a few steps, so most of their time was compiling. The values are the same mathematics, equal up
+# to rounding, and bitwise comparisons compare runs made the same way (module fixtures included).
+# Tests marked ``long`` (training runs held to learning targets, the seed example) run with XLA's
+# defaults, as users' runs do; so do the CLI's subprocesses and tests/test_cpu.py's.
+import jax  # noqa: E402
+
+jax.jit = _jit_without_llvm_optimisation(jax.jit)
+
+
+@pytest.fixture(autouse=True)
+def _long_tests_compile_as_users_do(request, monkeypatch):
+    if request.node.get_closest_marker("long"):
+        monkeypatch.setattr(jax, "jit", jax.jit.real_jit)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")

@@ -37,10 +37,9 @@ def _write(tmp_path, axes, name="grid.py", seeds=(0, 1), overrides=TINY):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir):
-    """A 2 methods x 2 seeds grid with its 2 x 2 single-task runs, one run failing (NaN loss)."""
+    """A 2 methods x 2 seeds grid with its 2 x 2 single-task runs, one method failing (NaN loss)."""
     tmp_path = tmp_path_factory.mktemp("compare")
-    axes = {"method": {"equal": ["weighting=equal"], "uw": ["weighting=uw"],
-                       "diverges": ["weighting=equal", "learning_rate=1e30"]}}
+    axes = {"method": {"uw": ["weighting=uw"], "diverges": ["weighting=equal", "learning_rate=1e30"]}}
     path = _write(tmp_path, axes)
     summary = compare(path, tmp_path / "work", progress=False, data_dir=data_dir)
     return path, tmp_path / "work", summary
@@ -49,8 +48,8 @@ def finished(tmp_path_factory, data_dir):
 def test_a_tiny_grid_writes_every_table_and_reports_a_failed_run(finished):
     _, work, summary = finished
     groups = {g.name: g for g in summary["datasets"][""]}
-    assert set(groups) == {"equal", "uw", "diverges", "single-task"}
-    for name in ("equal", "uw", "single-task"):
+    assert set(groups) == {"uw", "diverges", "single-task"}
+    for name in ("uw", "single-task"):
         assert groups[name].seeds == [0, 1] and set(groups[name].metrics) == {"price/rmse", "kind/accuracy"}
         assert groups[name].metrics["price/rmse"].count == 2 and groups[name].delta_m is not None
     assert groups["diverges"].seeds == [] and set(groups["diverges"].failed) == {0, 1}
@@ -59,9 +58,9 @@ def test_a_tiny_grid_writes_every_table_and_reports_a_failed_run(finished):
     assert "| method | kind/accuracy | price/rmse | delta_m%" in markdown and "## Failed runs" in markdown
     assert "method=diverges/seed0" in markdown
     rows = list(csv.DictReader(open(work / "results.csv")))
-    assert {r["group"] for r in rows} == {"equal", "uw", "single-task"}
+    assert {r["group"] for r in rows} == {"uw", "single-task"}
     assert (work / "delta_m.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list(csv.DictReader(open(work / "runs.csv")))) == 3 * 2 + 2 * 2
+    assert len(list(csv.DictReader(open(work / "runs.csv")))) == 2 * 2 + 2 * 2
 
 
 def test_delta_m_is_each_seed_against_the_single_task_means(finished):
@@ -97,7 +96,7 @@ def test_finished_runs_are_not_trained_again_and_a_changed_grid_is_refused(finis
     monkeypatch.setattr(experiment, "train_and_evaluate", refuse)
     with pytest.raises(FileExistsError, match="unfinished or failed run; pass --resume"):
         compare(path, work, progress=False, data_dir=data_dir)  # the failed runs need --resume
-    finished_only = ["axes.method={'equal': ['weighting=equal'], 'uw': ['weighting=uw']}"]
+    finished_only = ["axes.method={'uw': ['weighting=uw']}"]
     again = compare(path, work, overrides=finished_only, progress=False, data_dir=data_dir)
     uw = {g.name: g for g in again["datasets"][""]}["uw"]
     assert uw.delta_m == {g.name: g for g in summary["datasets"][""]}["uw"].delta_m

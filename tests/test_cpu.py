@@ -32,8 +32,8 @@ model = SeedCNN()
 digest = None
 if os.environ.get("WITH_GRADS") == "1":
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
-    params = model.init(jax.random.PRNGKey(1), images)["params"]
-    grads = jax.grad(lambda p: (model.apply({"params": p}, images) ** 2).mean())(params)
+    params = jax.jit(model.init)(jax.random.PRNGKey(1), images)["params"]  # jitted: op by op takes seconds
+    grads = jax.jit(jax.grad(lambda p: (model.apply({"params": p}, images) ** 2).mean()))(params)
     digest = hashlib.sha256(b"".join(np.asarray(g).tobytes() for g in jax.tree.leaves(grads))).hexdigest()
 print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "enabled": cpu.fast_convolutions_enabled(),
                   "enabled_later": enabled_later, "path": convolution_path(model), "grads": digest,
