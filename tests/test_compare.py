@@ -131,7 +131,8 @@ def test_axes_that_change_the_data_get_their_own_baselines(tmp_path):
     path.write_text(text)
     _, grid, configs, keys = plan(path)
     baselines = [r for r in grid if r.only_task]
-    assert {(r.dataset, r.only_task) for r in baselines} == {(s, t) for s in ("small", "large") for t in ("price", "kind")}
+    expected = {(size, task) for size in ("small", "large") for task in ("price", "kind")}
+    assert {(r.dataset, r.only_task) for r in baselines} == expected
     for run in baselines:
         assert configs[run].data.train_size == (32 if run.dataset == "small" else 64)
         assert list(configs[run].tasks) == [run.only_task] and configs[run].weighting == "static"

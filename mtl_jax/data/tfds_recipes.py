@@ -45,7 +45,8 @@ def _regressions(*features: str) -> dict[str, FeatureTask]:
 RECIPES = {
     "dsprites": {
         "tfds_name": "dsprites",
-        "description": "dSprites (TFDS, downloads): shape (3 classes); scale, orientation, x_position, y_position (regressions)",
+        "description": "dSprites (TFDS, downloads): shape (3 classes); scale, orientation, x_position, y_position "
+                       "(regressions)",
         "tasks": {"shape": FeatureTask("label_shape", "classification", 3),
                   **_regressions("value_scale", "value_orientation", "value_x_position", "value_y_position")},
         "class_names": {"shape": ("square", "ellipse", "heart")},

@@ -106,8 +106,9 @@ def resolve(task_name: str, feature_task: FeatureTask, features: Mapping[str, An
         elif len(shape) == 2 and np.issubdtype(dtype, np.floating):
             kind = "depth"
         else:
-            raise ValueError(f"task {task_name!r}: the kind of feature {feature_task.feature!r} ({type(feature).__name__}"
-                             f", shape {shape}, {dtype}) is not known from the feature; give 'kind' (and "
+            raise ValueError(f"task {task_name!r}: the kind of feature {feature_task.feature!r} "
+                             f"({type(feature).__name__}, shape {shape}, {dtype}) is not known from the feature; "
+                             "give 'kind' (and "
                              "'num_classes' for classes)")
     if kind in ("classification", "segmentation") and classes is None:
         if names is None:
@@ -248,7 +249,8 @@ def load_tfds(name: str, *, tasks: Mapping[str, FeatureTask], input: str = "imag
     standardised = [input_key] + [task for task, (_, r) in resolved.items() if r.kind in STANDARDISED_KINDS]
     request = {"dataset": name, "version": str(builder.version), "split": split_specs["train"], "input": input,
                "image_size": image_size, "keys": standardised,
-               "targets": {t: [f.feature, f.kind, _name_of(f.derive)] for t, (f, _) in resolved.items() if t in standardised},
+               "targets": {t: [f.feature, f.kind, _name_of(f.derive)] for t, (f, _) in resolved.items()
+                           if t in standardised},
                "max_examples": statistics_examples, "examples": len(sources["train"])}
     train = RecordSource(sources["train"], transform=raw, threads=0)
     statistics = cached_statistics(
