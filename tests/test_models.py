@@ -78,3 +78,13 @@ def test_heads_pool_feature_maps():
         assert params["Dense_0"]["kernel"].shape == (features, 2)
     with pytest.raises(ValueError, match="feature map"):
         PixelDecoder(1, (8, 8)).init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+
+
+def test_the_mlp_scales_uint8_images_like_the_conv_trunks_and_keeps_other_integers():
+    images = jax.random.randint(jax.random.PRNGKey(0), (3, 6, 6, 3), 0, 256).astype(jnp.uint8)
+    mlp = MLP((8,))
+    params = init_variables(mlp, jax.random.PRNGKey(1), images)
+    chex.assert_trees_all_close(mlp.apply(params, images), mlp.apply(params, images.astype(jnp.float32) / 255.0),
+                                rtol=1e-6, atol=1e-6)
+    counts = images.astype(jnp.int32)
+    chex.assert_trees_all_close(mlp.apply(params, counts), mlp.apply(params, counts.astype(jnp.float32)))

@@ -2,7 +2,7 @@
 
 Image trunks return a feature map ``[B, h, w, C]`` (global heads flatten or pool it,
 dense heads decode it); the MLP and text trunks return ``[B, D]``. Integer images
-(``uint8``) are scaled to ``[0, 1]`` on entry.
+(``uint8``) are scaled to ``[0, 1]`` on entry, by the MLP too.
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+        # uint8 inputs are images: scaled to [0, 1] as the conv trunks scale them (other integer
+        # inputs, such as counts, keep their values)
+        x = as_float_image(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+        x = x.reshape(x.shape[0], -1)
         for width in self.features:
             x = nn.relu(nn.Dense(width)(x))
             if self.dropout:
