@@ -28,17 +28,27 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileExistsError, FileNotFoundErr
                FloatingPointError)
 
 
+def _config_arguments(parser: argparse.ArgumentParser, what: str = "config", example: str = "epochs=3") -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE`` (``--config.key=value``)."""
+    parser.add_argument("--config", required=True, help=f"Python file with get_config() (a {what})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a {what} field (repeatable), e.g. --set {example} or --config.{example}")
+
+
+def _run_arguments(parser: argparse.ArgumentParser, workdir: str, resume: str) -> None:
+    """``--workdir``, ``--resume`` and ``--quiet`` of the commands that train."""
+    parser.add_argument("--workdir", required=True, help=workdir)
+    parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtl-jax", description="Multi-task learning experiments in JAX.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
-    train.add_argument("--config", required=True, help="Python file with get_config()")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field (repeatable), e.g. --set epochs=3 or --config.epochs=3")
-    train.add_argument("--workdir", required=True, help="where checkpoints, logs and plots go")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the workdir")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _config_arguments(train)
+    _run_arguments(train, "where checkpoints, logs and plots go", "continue from the latest checkpoint in the workdir")
     for name, text in (("eval", "evaluate a workdir's checkpoint on a split"),
                        ("predict", "write per-task predictions to CSV or NPZ")):
         p = sub.add_parser(name, help=text)
@@ -49,18 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("--output", required=True, help="a .csv or .npz file")
             p.add_argument("--inputs", help="an .npy (or .npz with the dataset's input key) instead of a split")
-    show = sub.add_parser("config", help="print a config resolved: every field, its value and its meaning")
-    show.add_argument("--config", required=True, help="Python file with get_config()")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a config field (repeatable), e.g. --config.epochs=3")
+    _config_arguments(sub.add_parser("config", help="print a config resolved: every field, its value and its meaning"))
     grid = sub.add_parser("compare", help="train a grid of methods x architectures x datasets x seeds and the "
                                           "single-task baselines; write results.md/csv with delta-m%%")
-    grid.add_argument("--config", required=True, help="Python file with get_config() (a compare config)")
-    grid.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a compare config field, e.g. --config.seeds=[0,1]")
-    grid.add_argument("--workdir", required=True, help="where every run and the results table go")
-    grid.add_argument("--resume", action="store_true", help="continue interrupted runs and retry failed ones")
-    grid.add_argument("--quiet", action="store_true", help="no progress bars")
+    _config_arguments(grid, "compare config", "seeds=[0,1]")
+    _run_arguments(grid, "where every run and the results table go", "continue interrupted runs and retry failed ones")
     sub.add_parser("list", help="datasets, models, weighting methods, aggregators, optimizers and schedules")
     return parser
 
