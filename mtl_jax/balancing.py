@@ -10,12 +10,21 @@ the method declares it ``needs`` them, the ``T x T`` Gramian ``G_ij = <g_i, g_j>
 tasks' gradients (``"feature_gramian"``: w.r.t. the shared representation ``z``, MGDA-UB's
 level, about one EW step; ``"parameter_gramian"``: exact, w.r.t. all shared parameters,
 about ``1 + T/3`` EW steps) or the per-task gradients at ``z`` themselves
-(``"feature_jacobian"``, leaves ``[T, *z.shape]``). ``weights`` is ``[T]``: the step follows
+(``"feature_jacobian"``, leaves ``[T, *z.shape]``), and which tasks are ``present`` in the step's
+batch. ``weights`` is ``[T]``: the step follows
 the gradient of ``sum_i weights_i L_i``, weights held constant. A per-coordinate method
 (GradDrop) returns a :class:`Direction` instead: the weights for the task-owned parameters
 and the cotangent to send through the trunk.
 
 The state lives in the train state, so it is checkpointed and sharded with the rest.
+
+**Absent tasks.** A task with no labelled element in a step's batch (a multi-input step that
+sampled other tasks' data, or missing labels) has loss 0 and a zero gradient. Every method
+treats it as absent: the weights of the present tasks are those the method gives on the
+problem of the present tasks alone (a mean is over present tasks, MGDA's simplex and Nash's
+bargaining are theirs), the absent task's weight is 0, and none of its state moves (UW's
+log-variance, FAMO's logits and last loss, DWA's epoch means, GradNorm's initial loss,
+GradVac's goals). ``tests/test_absent_tasks.py`` checks this for every registered method.
 
 ``chain(a, b, c)`` is itself a method: ``a`` weights the tasks, ``b`` sees the gradients ``a``
 weighted (Gramian ``G * outer(w_a, w_a)``), ``c`` those ``a`` and ``b`` weighted, and the step's
@@ -41,6 +50,48 @@ class Info(NamedTuple):
     losses: jax.Array          # [T] per-task mean losses
     gramian: Any = None        # [T, T] at the method's level, when it needs it
     jacobian: Any = None       # per-task gradients at z (leaves [T, *z.shape]), for "feature_jacobian"
+    present: Any = None        # [T] bool: the task has a labelled element in the batch (None: every task)
+
+
+def present_of(info: Info) -> jax.Array:
+    """``info.present`` as a ``[T]`` bool array (every task when it is None)."""
+    if info.present is None:
+        return jnp.ones(info.losses.shape, bool)
+    return jnp.asarray(info.present, bool)
+
+
+def among_present(values: jax.Array, present: jax.Array) -> jax.Array:
+    """``values`` on present tasks, 0 on absent ones."""
+    return jnp.where(present, values, jnp.zeros_like(values))
+
+
+def count_present(present: jax.Array) -> jax.Array:
+    """The number of present tasks (at least 1, so that it can divide)."""
+    return jnp.maximum(jnp.sum(present), 1).astype(jnp.float32)
+
+
+def mean_among(values: jax.Array, present: jax.Array) -> jax.Array:
+    """The mean of ``values`` over the present tasks."""
+    return jnp.sum(among_present(values, present)) / count_present(present)
+
+
+def softmax_among(logits: jax.Array, present: jax.Array) -> jax.Array:
+    """``softmax`` over the present tasks, 0 on absent ones (all 0 when none is present)."""
+    shifted = jnp.where(present, logits - jnp.max(jnp.where(present, logits, -jnp.inf)), -jnp.inf)
+    exp = jnp.where(present, jnp.exp(shifted), 0.0)
+    return exp / jnp.where(jnp.any(present), jnp.sum(exp), 1.0)
+
+
+def keep_absent(new, old, present: jax.Array):
+    """A per-task state updated for present tasks only: leaves ``[T, ...]`` keep their old entries
+    for absent tasks; other leaves (scalars such as an optimizer's step count) take the new value."""
+    num_tasks = present.shape[0]
+
+    def pick(n, o):
+        if jnp.ndim(n) == 0 or jnp.shape(n)[0] != num_tasks:
+            return n
+        return jnp.where(present.reshape((num_tasks,) + (1,) * (jnp.ndim(n) - 1)), n, o)
+    return jax.tree.map(pick, new, old)
 
 
 class Direction(NamedTuple):
@@ -67,9 +118,10 @@ def weighted_sum(weights: jax.Array, stacked):
     return jax.tree.map(lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), stacked)
 
 
-def from_gramian(coefficients: Callable[[jax.Array, jax.Array], jax.Array]) -> Method:
-    """A stateless aggregator from ``coefficients(gramian, key) -> [T]``."""
-    return Method(lambda num_tasks: (), lambda info, state, key: (coefficients(info.gramian, key), state),
+def from_gramian(coefficients: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]) -> Method:
+    """A stateless aggregator from ``coefficients(gramian, key, present) -> [T]``."""
+    return Method(lambda num_tasks: (),
+                  lambda info, state, key: (coefficients(info.gramian, key, present_of(info)), state),
                   needs="feature_gramian")
 
 
@@ -141,7 +193,8 @@ def _chain(pieces: tuple[Method, ...]) -> Method:
             gramian = None if info.gramian is None else info.gramian * jnp.outer(product, product)
             jacobian = None if info.jacobian is None else jax.tree.map(
                 lambda leaf: leaf * product.astype(leaf.dtype).reshape((-1,) + (1,) * (leaf.ndim - 1)), info.jacobian)
-            out, piece_state = piece.update(Info(info.losses, gramian, jacobian), piece_state, piece_key)
+            out, piece_state = piece.update(Info(info.losses, gramian, jacobian, info.present), piece_state,
+                                            piece_key)
             states.append(piece_state)
             if isinstance(out, Direction):
                 return Direction(product * out.weights, out.cotangent), tuple(states)

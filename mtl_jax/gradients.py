@@ -59,10 +59,12 @@ def task_gramian(loss_fn: Callable[..., jax.Array], params, *args) -> tuple[jax.
     return losses, gramian_of(jacobian)
 
 
-def balanced_grads(loss_fn: Callable[..., jax.Array], params, method: Method, state, key, *args) -> Balanced:
+def balanced_grads(loss_fn: Callable[..., jax.Array], params, method: Method, state, key, *args,
+                   present=None) -> Balanced:
     """The gradient of ``sum_i w_i L_i`` at the parameter level, ``w`` chosen by ``method``.
 
-    ``loss_fn(params, *args) -> [T]``. A loss-only method costs one backward pass; a Gramian
+    ``loss_fn(params, *args) -> [T]``; ``present`` (``[T]`` bool, default all): the tasks whose
+    data is in this step (the others' losses must be 0; see :mod:`mtl_jax.balancing`). A loss-only method costs one backward pass; a Gramian
     method ``T`` (vmapped). Per-coordinate methods (GradDrop) act on features: use
     :func:`balanced_grads_at_features`.
     """
@@ -72,24 +74,25 @@ def balanced_grads(loss_fn: Callable[..., jax.Array], params, method: Method, st
     if method.needs == "losses":
         losses, pullback = jax.vjp(lambda p: loss_fn(p, *args), params)
         losses = _losses(losses)
-        weights, state = method.update(Info(jax.lax.stop_gradient(losses)), state, key)
+        weights, state = method.update(Info(jax.lax.stop_gradient(losses), present=present), state, key)
         weights = jax.lax.stop_gradient(weights)
         return Balanced(pullback(weights.astype(losses.dtype))[0], losses, weights, state)
     losses, jacobian = task_jacobian(loss_fn, params, *args)
     jacobian = jax.lax.stop_gradient(jacobian)
     gramian = gramian_of(jacobian)
-    weights, state = method.update(Info(jax.lax.stop_gradient(losses), gramian), state, key)
+    weights, state = method.update(Info(jax.lax.stop_gradient(losses), gramian, present=present), state, key)
     weights = jax.lax.stop_gradient(weights)
     return Balanced(weighted_sum(weights, jacobian), losses, weights, state, gramian)
 
 
 def balanced_grads_at_features(represent: Callable[[Any, Any], Any], heads: Callable[[Any, Any], jax.Array],
-                               params, method: Method, state, key, inputs) -> Balanced:
+                               params, method: Method, state, key, inputs, present=None) -> Balanced:
     """The gradient of ``sum_i w_i L_i`` with ``w`` chosen from the gradients at the shared
     representation ``z = represent(params, inputs)``; ``heads(params, z) -> [T]``.
 
     Exact for the total it follows: the trunk gets the VJP of ``sum_i w_i dL_i/dz`` (or, for a
     per-coordinate method, the cotangent it returns), the heads ``sum_i w_i dL_i/dtheta``.
+    ``present`` as in :func:`balanced_grads`.
     """
     z, trunk_pullback = jax.vjp(lambda p: represent(p, inputs), params)
     losses, feature_pullback = jax.vjp(lambda features: heads(params, features), z)
@@ -97,14 +100,14 @@ def balanced_grads_at_features(represent: Callable[[Any, Any], Any], heads: Call
     stopped = jax.lax.stop_gradient(losses)
     gramian = None
     if method.needs == "losses":
-        weights, state = method.update(Info(stopped), state, key)
+        weights, state = method.update(Info(stopped, present=present), state, key)
         cotangent = None
     else:
         per_task = jax.vmap(feature_pullback)(jnp.eye(losses.shape[0], dtype=losses.dtype))[0]  # [T, *z.shape]
         per_task = jax.lax.stop_gradient(per_task)
         gramian = gramian_of(per_task)
         jacobian = per_task if method.needs == "feature_jacobian" else None
-        out, state = method.update(Info(stopped, gramian, jacobian), state, key)
+        out, state = method.update(Info(stopped, gramian, jacobian, present), state, key)
         weights, cotangent = out if isinstance(out, Direction) else (out, None)
         if cotangent is None:
             cotangent = weighted_sum(weights, per_task)

@@ -35,12 +35,15 @@ def balance_matrix(gramian):
     return jnp.where(jnp.any(kept), matrix, jnp.zeros_like(matrix))
 
 
-def aligned_mtl_coefficients(gramian):
-    return jnp.sum(balance_matrix(gramian), axis=0)
+def aligned_mtl_coefficients(gramian, present=None):
+    """An absent task's zero row and column only add a zero eigenvalue, which is dropped: the
+    result is the present tasks' own."""
+    coefficients = jnp.sum(balance_matrix(gramian), axis=0)
+    return coefficients if present is None else jnp.where(present, coefficients, 0.0)
 
 
 @AGGREGATORS.register("aligned_mtl", "Aligned-MTL (Senushkin et al. 2023): the sum of the task gradients made "
                                      "orthogonal and of equal norm (condition number 1)")
 @by_value
 def aligned_mtl() -> Method:
-    return from_gramian(lambda gramian, key: aligned_mtl_coefficients(gramian))
+    return from_gramian(lambda gramian, key, present: aligned_mtl_coefficients(gramian, present))

@@ -46,11 +46,14 @@ from mtl_jax.registry import AGGREGATORS
 MAX_STEPS = 64  # outer steps; never the normal exit (the duality gap is)
 
 
-def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, Certificate]:
+def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1, present=None) -> tuple[jax.Array, Certificate]:
+    """``present``: the tasks in the step's batch (default all); the mean, the simplex and the
+    worst task are theirs (see :mod:`mtl_jax.balancing`)."""
     n = gramian.shape[0]
     dtype = gramian.dtype
     gramian = (gramian + gramian.T) / 2
-    mean = jnp.full((n,), 1.0 / n, dtype)
+    present = jnp.ones((n,), bool) if present is None else present
+    mean = present.astype(dtype) / jnp.maximum(jnp.sum(present), 1)
     if c == 0:
         return mean, issue("cagrad", 0.0, tolerance(dtype))
     mean_dots = gramian @ mean  # <g_i, g_0>
@@ -62,7 +65,7 @@ def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, 
 
     def weights(log_t, start):
         # argmin_w <g_w, g_0> + r ||g_w||^2 / (2 t), i.e. 1/2 w^T G w - b^T w with b = -(t / r) G 1/T.
-        return solve_simplex(gramian, -(jnp.exp(log_t) / jnp.maximum(radius, tiny)) * mean_dots, start).x
+        return solve_simplex(gramian, -(jnp.exp(log_t) / jnp.maximum(radius, tiny)) * mean_dots, start, present).x
 
     def evaluate(log_t, start):
         """``(w, h, d, gap)``: ``h = log(t^2 / ||g_w||^2)`` changes sign once, at the optimal ``t``;
@@ -73,7 +76,7 @@ def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, 
         w_norm = jnp.sqrt(norm2)
         direction = mean + jnp.where(w_norm > tiny, radius / jnp.maximum(w_norm, tiny), 0.0) * w
         dual = w @ mean_dots + radius * w_norm  # F(w) bounds the optimum from above ...
-        primal = jnp.min(gramian @ direction)  # ... and min_i <g_i, d> from below
+        primal = jnp.min(jnp.where(present, gramian @ direction, jnp.inf))  # ... and min_i <g_i, d> from below
         scale = jnp.maximum(jnp.abs(w @ mean_dots) + radius * w_norm + jnp.abs(primal), tiny)
         gap = jnp.where(mean_norm > tiny, jnp.maximum(dual - primal, 0.0) / scale, 0.0)
         return w, h, direction, gap
@@ -114,8 +117,8 @@ def cagrad_solve(gramian, c: float = 0.4, rescale: int = 1) -> tuple[jax.Array, 
     return coefficients / divisor, issue("cagrad", gap, 10 * tolerance(dtype))
 
 
-def cagrad_coefficients(gramian, c: float = 0.4, rescale: int = 1):
-    return cagrad_solve(gramian, c, rescale)[0]
+def cagrad_coefficients(gramian, c: float = 0.4, rescale: int = 1, present=None):
+    return cagrad_solve(gramian, c, rescale, present)[0]
 
 
 @AGGREGATORS.register("cagrad", "CAGrad (Liu et al. 2021), c: best worst-task improvement within a ball of radius "
@@ -126,4 +129,4 @@ def cagrad(c: float = 0.4, rescale: int = 1) -> Method:
         raise ValueError(f"CAGrad's c must be >= 0, got {c}")
     if rescale not in (0, 1, 2):
         raise ValueError(f"CAGrad's rescale must be 0, 1 or 2, got {rescale}")
-    return certified("cagrad", lambda gramian, key: cagrad_solve(gramian, float(c), int(rescale)))
+    return certified("cagrad", lambda gramian, key, present: cagrad_solve(gramian, float(c), int(rescale), present))

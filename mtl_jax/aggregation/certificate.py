@@ -16,7 +16,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, present_of
 
 
 @flax.struct.dataclass
@@ -34,10 +34,13 @@ def issue(method: str, residual, tolerance: float) -> Certificate:
     return Certificate(jnp.asarray(residual, jnp.float32), jnp.asarray(tolerance, jnp.float32), method)
 
 
-def certified(method: str, solve: Callable[[jax.Array, jax.Array], tuple[jax.Array, Certificate]]) -> Method:
-    """An aggregator whose state is its last solve's certificate, from ``solve(gramian, key) ->
-    (coefficients, certificate)``."""
-    return Method(lambda num_tasks: blank(method), lambda info, state, key: solve(info.gramian, key),
+def certified(method: str, solve: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Certificate]]
+              ) -> Method:
+    """An aggregator whose state is its last solve's certificate, from ``solve(gramian, key, present)
+    -> (coefficients, certificate)`` (``present``: the tasks in the step's batch, see
+    :mod:`mtl_jax.balancing`)."""
+    return Method(lambda num_tasks: blank(method),
+                  lambda info, state, key: solve(info.gramian, key, present_of(info)),
                   needs="feature_gramian")
 
 

@@ -25,9 +25,10 @@ from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
-def config_coefficients(gramian):
+def config_coefficients(gramian, present=None):
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
-    present = norms > 1e-15 * jnp.maximum(jnp.max(norms), 1e-30)
+    nonzero = norms > 1e-15 * jnp.maximum(jnp.max(norms), 1e-30)
+    present = nonzero if present is None else nonzero & present
     inverse_norms = jnp.where(present, 1.0 / jnp.where(present, norms, 1.0), 0.0)
     cosines = gramian * inverse_norms[:, None] * inverse_norms[None, :]
     b = inverse_norms * (jnp.linalg.pinv(cosines, hermitian=True) @ present.astype(gramian.dtype))
@@ -40,4 +41,4 @@ def config_coefficients(gramian):
                                 "with the sum of their projections as its length")
 @by_value
 def config() -> Method:
-    return from_gramian(lambda gramian, key: config_coefficients(gramian))
+    return from_gramian(lambda gramian, key, present: config_coefficients(gramian, present))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Direction, Method
+from mtl_jax.balancing import Direction, Method, present_of
 from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
@@ -56,6 +56,7 @@ def graddrop(leak: float = 0.0, batch_reduce: bool = True) -> Method:
 
     def update(info, state, key):
         cotangent = graddrop_direction(info.jacobian, key, float(leak), bool(batch_reduce))
-        return Direction(jnp.ones_like(info.losses), cotangent), state
+        # an absent task's zero gradient adds nothing to either sum of the purity
+        return Direction(present_of(info).astype(info.losses.dtype), cotangent), state
 
     return Method(lambda num_tasks: (), update, needs="feature_jacobian")

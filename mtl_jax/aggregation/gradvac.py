@@ -24,12 +24,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, present_of
 from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
-def gradvac_coefficients(gramian, goals, key, beta: float):
+def gradvac_coefficients(gramian, goals, key, beta: float, present=None):
     """``(coefficients, new goals)`` for one step."""
     n = gramian.shape[0]
     eye = jnp.eye(n, dtype=gramian.dtype)
@@ -55,6 +55,8 @@ def gradvac_coefficients(gramian, goals, key, beta: float):
         return jax.lax.fori_loop(0, n, body, (eye[i], goals[i]))
 
     rows, new_goals = jax.vmap(vaccinate)(jnp.arange(n))
+    if present is not None:  # an absent task's zero gradient changes no goal and no other row
+        rows = jnp.where(present[:, None], rows, 0.0)
     return jnp.sum(rows, axis=0), new_goals
 
 
@@ -70,7 +72,8 @@ def gradvac(beta: float = 0.01) -> Method:
 
     def update(info, goals, key):
         gramian = info.gramian
-        coefficients, goals = gradvac_coefficients(gramian, goals.astype(gramian.dtype), key, float(beta))
+        coefficients, goals = gradvac_coefficients(gramian, goals.astype(gramian.dtype), key, float(beta),
+                                                   present_of(info))
         return coefficients, goals.astype(jnp.float32)
 
     return Method(init, update, needs="feature_gramian")

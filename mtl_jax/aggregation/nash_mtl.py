@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, present_of
 from mtl_jax.caching import by_value
 from mtl_jax.aggregation.certificate import Certificate, blank, issue
 from mtl_jax.aggregation.qp import tolerance
@@ -38,17 +38,22 @@ from mtl_jax.registry import AGGREGATORS
 ITERATIONS = 40
 
 
-def nash_solve(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS) -> tuple[jax.Array, Certificate]:
+def nash_solve(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS, present=None
+               ) -> tuple[jax.Array, Certificate]:
     """The coefficients and their certificate: ``max_i |a_i (G a)_i - 1|`` on the normalised ``G``
     without the ridge. The ridge moves equation ``i`` by ``ridge (a_i ||g_i||)^2``, which the
     tolerance ``1000 ridge + 10 tolerance(dtype)`` (1e-3 by default) accepts. When a positive
     combination of the gradients is 0 (e.g. two exactly opposite tasks) the bargaining system
-    has no solution, which shows as a residual of order 1."""
+    has no solution, which shows as a residual of order 1. Absent tasks (``present`` False, see
+    :mod:`mtl_jax.balancing`) are out of the bargain: their equations become ``a_i = 1 / a_i``,
+    decoupled from the others, and their coefficients 0."""
     n = gramian.shape[0]
     norm = jnp.sqrt(jnp.sum(gramian ** 2))
     exact = (gramian + gramian.T) / 2 / jnp.maximum(norm, 1e-30)
     floor = jnp.maximum(jnp.trace(exact) / n, 1e-12) * 1e-12
     g = exact + ridge * jnp.diag(jnp.maximum(jnp.diagonal(exact), floor))  # each task's own scale
+    present = jnp.ones((n,), bool) if present is None else present
+    g = jnp.where(present[:, None] & present[None, :], g, jnp.eye(n, dtype=g.dtype))
 
     def body(_, a):
         gradient = g @ a - 1.0 / a
@@ -60,13 +65,14 @@ def nash_solve(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS) -> tu
     start = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(g), 1e-12))
     a = jax.lax.fori_loop(0, iterations, body, start)
     solved = norm > 1e-30
-    residual = jnp.where(solved, jnp.max(jnp.abs(a * (exact @ a) - 1.0)), 0.0)
+    residual = jnp.where(solved, jnp.max(jnp.where(present, jnp.abs(a * (exact @ a) - 1.0), 0.0)), 0.0)
     a = jnp.where(solved, a, jnp.ones((n,), gramian.dtype))
+    a = jnp.where(present, a, 0.0)
     return a, issue("nash_mtl", residual, 1000 * ridge + 10 * tolerance(gramian.dtype))
 
 
-def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS):
-    return nash_solve(gramian, ridge, iterations)[0]
+def nash_coefficients(gramian, ridge: float = 1e-6, iterations: int = ITERATIONS, present=None):
+    return nash_solve(gramian, ridge, iterations, present)[0]
 
 
 class NashState(NamedTuple):
@@ -88,9 +94,11 @@ def nash_mtl(update_every: int = 1, ridge: float = 1e-6) -> Method:
     def update(info, state: NashState, key):
         gramian = info.gramian
         del key
-        fresh = state.count % update_every == 0
+        present = present_of(info)
+        # solved coefficients are > 0 exactly for the tasks present then: solve again when that changed
+        fresh = (state.count % update_every == 0) | jnp.any((state.coefficients > 0) != present)
         coefficients, certificate = jax.lax.cond(
-            fresh, lambda: (lambda a, c: (a.astype(jnp.float32), c))(*nash_solve(gramian, ridge)),
+            fresh, lambda: (lambda a, c: (a.astype(jnp.float32), c))(*nash_solve(gramian, ridge, present=present)),
             lambda: (state.coefficients, state.certificate))
         return coefficients, NashState(coefficients, state.count + 1, certificate)
 

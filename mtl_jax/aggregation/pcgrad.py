@@ -22,7 +22,7 @@ from mtl_jax.caching import by_value
 from mtl_jax.registry import AGGREGATORS
 
 
-def pcgrad_coefficients(gramian, key):
+def pcgrad_coefficients(gramian, key, present=None):
     n = gramian.shape[0]
     eye = jnp.eye(n, dtype=gramian.dtype)
 
@@ -37,7 +37,8 @@ def pcgrad_coefficients(gramian, key):
 
         return jax.lax.fori_loop(0, n, body, eye[i])
 
-    return jnp.sum(jax.vmap(project_task)(jnp.arange(n)), axis=0)
+    rows = jax.vmap(project_task)(jnp.arange(n))  # an absent task (zero gradient) never conflicts
+    return jnp.sum(rows if present is None else jnp.where(present[:, None], rows, 0.0), axis=0)
 
 
 @AGGREGATORS.register("pcgrad", "PCGrad (Yu et al. 2020): remove each gradient's conflicting components, in a "

@@ -121,19 +121,23 @@ def _multipliers(gramian, b, c, x):
     return gradient, jnp.maximum(size, floor)
 
 
-def _residual(gramian, b, c, x):
+def _residual(gramian, b, c, x, allowed=None):
     """``max_j r_j / scale_j`` with ``r_j = |lambda_j|`` where ``x_j > 0`` (stationarity, hence
-    complementarity) and ``max(-lambda_j, 0)`` where ``x_j = 0`` (dual feasibility)."""
+    complementarity) and ``max(-lambda_j, 0)`` where ``x_j = 0`` (dual feasibility), over the
+    ``allowed`` coordinates (those held at 0 are not part of the problem)."""
     lam, scale = _multipliers(gramian, b, c, x)
-    return jnp.max(jnp.where(x > 0, jnp.abs(lam), jnp.maximum(-lam, 0.0)) / scale)
+    r = jnp.where(x > 0, jnp.abs(lam), jnp.maximum(-lam, 0.0)) / scale
+    return jnp.max(r if allowed is None else jnp.where(allowed, r, 0.0))
 
 
-def _active_set(gramian, b, c, x, free) -> Solution:
-    """Lawson-Hanson (``c`` None) / Wolfe (``c^T x = 1``) from the feasible ``x`` with support ``free``."""
+def _active_set(gramian, b, c, x, free, allowed=None) -> Solution:
+    """Lawson-Hanson (``c`` None) / Wolfe (``c^T x = 1``) from the feasible ``x`` with support ``free``;
+    coordinates outside ``allowed`` (default: none) are never freed: they stay at 0."""
     n = gramian.shape[0]
     eps = jnp.finfo(gramian.dtype).eps
     solve = _free_set_solver(gramian, b, c)
     max_steps = 4 * n + 20
+    allowed = jnp.ones((n,), bool) if allowed is None else allowed
 
     class Carry(NamedTuple):
         x: jax.Array
@@ -156,7 +160,7 @@ def _active_set(gramian, b, c, x, free) -> Solution:
         # Inside: z is optimal on the free set; free the most violated bound, if any.
         lam, scale = _multipliers(gramian, b, c, z)
         violation = lam / scale
-        candidates = ~carry.free & ~carry.blocked & (violation < -16 * eps)
+        candidates = ~carry.free & ~carry.blocked & allowed & (violation < -16 * eps)
         enter = jnp.argmin(jnp.where(candidates, violation, jnp.inf))
         optimal = ~jnp.any(candidates)
         x = jnp.where(inside, z, partial)
@@ -171,7 +175,7 @@ def _active_set(gramian, b, c, x, free) -> Solution:
     x = jnp.maximum(end.x, 0.0)
     if c is not None:
         x = x / (c @ x)
-    return Solution(x, _residual(gramian, b, c, x), end.steps)
+    return Solution(x, _residual(gramian, b, c, x, allowed), end.steps)
 
 
 def min_norm_above(gramian, lower) -> Solution:
@@ -191,21 +195,26 @@ def min_norm_above(gramian, lower) -> Solution:
     return solution._replace(x=inverse * (lower_scaled + solution.x))
 
 
-def solve_simplex(gramian, b=None, start=None) -> Solution:
-    """``argmin_{x >= 0, sum x = 1} 1/2 x^T G x - b^T x``; ``start``: a feasible warm start."""
+def solve_simplex(gramian, b=None, start=None, allowed=None) -> Solution:
+    """``argmin_{x >= 0, sum x = 1} 1/2 x^T G x - b^T x``; ``start``: a feasible warm start.
+
+    ``allowed`` (``[n]`` bool, default all): the simplex of those coordinates only (the others
+    are 0), i.e. the same problem for the present tasks alone; at least one must be allowed."""
     scaled, inverse = _jacobi(gramian)
     n = gramian.shape[0]
     b = jnp.zeros((n,), gramian.dtype) if b is None else b * inverse
     if start is None:  # the best vertex
-        vertex = jnp.argmin(jnp.diagonal(scaled) / 2 / inverse ** 2 - b / inverse)
+        value = jnp.diagonal(scaled) / 2 / inverse ** 2 - b / inverse
+        vertex = jnp.argmin(value if allowed is None else jnp.where(allowed, value, jnp.inf))
         start = jax.nn.one_hot(vertex, n, dtype=gramian.dtype)
     # In the scaled problem the constraint is sum_i x_i / ||g_i|| = 1; with c = inverse / m (largest
     # entry 1) and y = m x it reads c^T y = 1, keeping the KKT matrix's border at the scale of G.
     m = jnp.max(inverse)
-    solution = _active_set(scaled, m * b, inverse / m, m * start / inverse, start > 0)
+    solution = _active_set(scaled, m * b, inverse / m, m * start / inverse, start > 0, allowed)
     return solution._replace(x=inverse * solution.x / m)
 
 
-def min_norm_in_simplex(gramian) -> Solution:
-    """``argmin_{v in simplex} v^T G v``: MGDA's min-norm point of the gradients' convex hull."""
-    return solve_simplex(gramian)
+def min_norm_in_simplex(gramian, allowed=None) -> Solution:
+    """``argmin_{v in simplex} v^T G v``: MGDA's min-norm point of the gradients' convex hull
+    (of the ``allowed`` tasks' gradients)."""
+    return solve_simplex(gramian, allowed=allowed)

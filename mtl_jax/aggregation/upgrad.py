@@ -18,6 +18,9 @@ below tolerance states that the direction conflicts with no task. (torchjd solve
 programs on ``G / tr(G) + 1e-4 I``, which lets its direction conflict with a task when
 ``G`` is badly conditioned.)
 
+Absent tasks (zero gradients, see :mod:`mtl_jax.balancing`) add no constraint (``<d, 0> >= 0``)
+and are neither projected nor averaged: the mean is over the present tasks.
+
 Cost: ``T`` (UPGrad) or one (DualProj) active-set solves on the ``T x T`` Gramian, each a
 few eigendecompositions of a ``(T + 1) x (T + 1)`` matrix.
 
@@ -36,35 +39,42 @@ from mtl_jax.aggregation.qp import min_norm_above, tolerance
 from mtl_jax.registry import AGGREGATORS
 
 
-def upgrad_solve(gramian) -> tuple[jax.Array, Certificate]:
-    n = gramian.shape[0]
-    projections = jax.vmap(lambda lower: min_norm_above(gramian, lower))(jnp.eye(n, dtype=gramian.dtype))
-    return jnp.mean(projections.x, axis=0), issue("upgrad", jnp.max(projections.residual), tolerance(gramian.dtype))
+def _present(gramian, present):
+    return jnp.ones(gramian.shape[:1], bool) if present is None else present
 
 
-def dualproj_solve(gramian) -> tuple[jax.Array, Certificate]:
-    n = gramian.shape[0]
-    solution = min_norm_above(gramian, jnp.full((n,), 1.0 / n, gramian.dtype))
-    return solution.x, issue("dualproj", solution.residual, tolerance(gramian.dtype))
+def upgrad_solve(gramian, present=None) -> tuple[jax.Array, Certificate]:
+    present = _present(gramian, present)
+    weight = present.astype(gramian.dtype) / jnp.maximum(jnp.sum(present), 1)
+    projections = jax.vmap(lambda lower: min_norm_above(gramian, lower))(jnp.diag(present.astype(gramian.dtype)))
+    residual = jnp.max(jnp.where(present, projections.residual, 0.0))
+    return jnp.where(present, weight @ projections.x, 0.0), issue("upgrad", residual, tolerance(gramian.dtype))
 
 
-def upgrad_coefficients(gramian):
-    return upgrad_solve(gramian)[0]
+def dualproj_solve(gramian, present=None) -> tuple[jax.Array, Certificate]:
+    present = _present(gramian, present)
+    mean = present.astype(gramian.dtype) / jnp.maximum(jnp.sum(present), 1)
+    solution = min_norm_above(gramian, mean)
+    return jnp.where(present, solution.x, 0.0), issue("dualproj", solution.residual, tolerance(gramian.dtype))
 
 
-def dualproj_coefficients(gramian):
-    return dualproj_solve(gramian)[0]
+def upgrad_coefficients(gramian, present=None):
+    return upgrad_solve(gramian, present)[0]
+
+
+def dualproj_coefficients(gramian, present=None):
+    return dualproj_solve(gramian, present)[0]
 
 
 @AGGREGATORS.register("upgrad", "UPGrad (Quinton & Rey 2024): average of each gradient projected onto the "
                                 "dual cone; never conflicts, equals the mean when nothing conflicts")
 @by_value
 def upgrad() -> Method:
-    return certified("upgrad", lambda gramian, key: upgrad_solve(gramian))
+    return certified("upgrad", lambda gramian, key, present: upgrad_solve(gramian, present))
 
 
 @AGGREGATORS.register("dualproj", "DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual "
                                   "cone")
 @by_value
 def dualproj() -> Method:
-    return certified("dualproj", lambda gramian, key: dualproj_solve(gramian))
+    return certified("dualproj", lambda gramian, key, present: dualproj_solve(gramian, present))

@@ -7,7 +7,8 @@ so nothing recompiles after the first step. Builders are cached on
 compiled program.
 
 The train step computes per-task mean losses ``L_i`` over labelled elements, asks the
-weighting method for ``w`` and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
+weighting method for ``w`` (telling it which tasks have a labelled element in the batch: the
+others are absent, see :mod:`mtl_jax.balancing`) and minimises ``sum_i stop_gradient(w_i) L_i`` with the optax
 optimizer (plus an optional parameter penalty). It returns the step's sufficient statistics (loss sums and counts, metric
 statistics of the pre-update forward pass), the weights, the gradient norm, ``finite`` and,
 for methods that solve a problem (:mod:`mtl_jax.aggregation.certificate`), the worst solver
@@ -83,7 +84,7 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
             def objective(params):
                 predictions = model.apply({"params": params}, inputs, train=True, rngs=rngs)
                 losses, sums, counts = task_losses(tasks, predictions, batch)
-                weights, weighting_state = weighting.update(Info(jax.lax.stop_gradient(losses)),
+                weights, weighting_state = weighting.update(Info(jax.lax.stop_gradient(losses), present=counts > 0),
                                                             state.weighting_state, weight_key)
                 total = jnp.sum(jax.lax.stop_gradient(weights) * losses)
                 return total, (predictions, sums, counts, weights, weighting_state)

@@ -86,7 +86,7 @@ def weighted_gradients(model, tasks: Sequence[Task], params, inputs, batch, rngs
         gramian = gramian_of(per_task)
     gramian = jax.lax.stop_gradient(gramian)
     jacobian = jax.lax.stop_gradient(per_task) if needs == "feature_jacobian" else None
-    weights, aux = combine(Info(losses, gramian, jacobian))
+    weights, aux = combine(Info(losses, gramian, jacobian, present=counts > 0))
     shared_cotangent = None
     if isinstance(weights, Direction):
         weights, shared_cotangent = weights

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, present_of
 from mtl_jax.caching import by_value
 
 
@@ -42,14 +42,15 @@ def db_mtl(beta: float = 0.9, beta_sigma: float = 0.5, eps: float = 1e-8) -> Met
     def update(info, state: DBMTLState, key):
         losses, gramian = info.losses, info.gramian
         del key
+        present = present_of(info)  # an absent task's average norm does not move, nor count
         grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         shifted = losses + eps
         step = state.step + 1
         b = beta / step.astype(jnp.float32) ** beta_sigma
-        norms = (1 - b) * grad_norms / shifted + b * state.norms
-        alpha = jnp.max(norms) / jnp.maximum(norms, eps)
+        norms = jnp.where(present, (1 - b) * grad_norms / shifted + b * state.norms, state.norms)
+        alpha = jnp.max(among_present(norms, present)) / jnp.maximum(norms, eps)
         alpha = jnp.where(norms > eps, alpha, 1.0)  # a task with no gradient keeps weight 1
-        return alpha / shifted, DBMTLState(norms, step)
+        return among_present(alpha / shifted, present), DBMTLState(norms, step)
 
     return Method(init, update, needs="feature_gramian")
 

@@ -9,7 +9,10 @@ The logits then learn from how much each log-loss fell: with ``delta_i = log L_i
 log L_i(t)``, ``xi`` takes an Adam step (learning rate ``beta``, L2 decay ``gamma``) along
 ``J_softmax(xi)^T delta``, which moves weight to the tasks whose loss decreased least. No
 extra forward or backward pass: ``L(t)`` is this step's loss (the next batch), where the
-paper's code re-evaluates the updated model on the same batch.
+paper's code re-evaluates the updated model on the same batch. The softmax, the step of the
+logits and the normalisation are over the present tasks (see :mod:`mtl_jax.balancing`); an
+absent task keeps its logit and its last loss, and a task's loss change is measured from the
+last step it was present.
 
 References: B. Liu, Y. Feng, P. Stone, Q. Liu. "FAMO: Fast Adaptive Multitask Optimization",
 NeurIPS 2023.
@@ -24,7 +27,7 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, keep_absent, present_of, softmax_among
 from mtl_jax.caching import by_value
 
 
@@ -41,20 +44,25 @@ def famo(beta: float = 0.025, gamma: float = 1e-3, eps: float = 1e-8) -> Method:
 
     def init(num_tasks: int) -> FAMOState:
         xi = jnp.zeros((num_tasks,), jnp.float32)
-        return FAMOState(xi, optimizer.init(xi), jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool))
+        return FAMOState(xi, optimizer.init(xi), jnp.zeros((num_tasks,), jnp.float32), jnp.zeros((), bool))
 
     def update(info, state: FAMOState, key):
         losses = info.losses
         del key
+        present = present_of(info)
         safe = jnp.maximum(losses, eps)
-        delta = jnp.log(jnp.maximum(state.previous, eps)) - jnp.log(safe)
-        grad = jax.vjp(jax.nn.softmax, state.logits)[1](delta)[0]
+        seen = present & (state.previous > 0)  # present now and at some earlier step (previous >= eps)
+        delta = jnp.where(seen, jnp.log(jnp.maximum(state.previous, eps)) - jnp.log(safe), 0.0)
+        grad = jax.vjp(lambda xi: softmax_among(xi, present), state.logits)[1](delta)[0]
         updates, opt_state = optimizer.update(grad, state.opt_state, state.logits)
-        logits = jnp.where(state.started, optax.apply_updates(state.logits, updates), state.logits)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(state.started, new, old), opt_state, state.opt_state)
-        z = jax.nn.softmax(logits)
-        weights = z / (safe * jnp.sum(z / safe))
-        return weights, FAMOState(logits, opt_state, safe, jnp.ones((), bool))
+        step = state.started & jnp.any(seen)
+        logits = jnp.where(step & present, optax.apply_updates(state.logits, updates), state.logits)
+        opt_state = keep_absent(jax.tree.map(lambda new, old: jnp.where(step, new, old), opt_state, state.opt_state),
+                                state.opt_state, present)
+        z = softmax_among(logits, present)
+        weights = among_present(z / (safe * jnp.sum(among_present(z / safe, present))), present)
+        previous = jnp.where(present, safe, state.previous)
+        return weights, FAMOState(logits, opt_state, previous, state.started | jnp.any(present))
 
     return Method(init, update)
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, count_present, mean_among, present_of
 from mtl_jax.caching import by_value
 
 
@@ -32,9 +32,10 @@ def geometric(eps: float = 1e-8) -> Method:
     def update(info, state, key):
         losses = info.losses
         del key
+        present = present_of(info)  # the geometric mean of the present tasks' losses
         safe = jnp.maximum(losses, eps)
-        mean = jnp.exp(jnp.mean(jnp.log(safe)))
-        return mean / (losses.shape[0] * safe), state
+        mean = jnp.exp(mean_among(jnp.log(safe), present))
+        return among_present(mean / (count_present(present) * safe), present), state
 
     return Method(init, update)
 

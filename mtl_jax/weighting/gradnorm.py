@@ -14,7 +14,10 @@ larger gradients; ``alpha`` sets how strongly (0: equal norms).
 
 Gradients are taken at the shared representation ``z`` (``needs="feature_gramian"``),
 as in LibMTL's ``rep_grad`` mode, instead of the last shared layer's weights of the paper:
-the step then costs about as much as EW.
+the step then costs about as much as EW. With absent tasks (see :mod:`mtl_jax.balancing`)
+the means, the targets and the renormalisation (to the number of present tasks) are over the
+present tasks; an absent task's weight, moments and initial loss (taken when it is first
+present) do not move.
 
 References: Z. Chen, V. Badrinarayanan, C.-Y. Lee, A. Rabinovich. "GradNorm: Gradient
 Normalization for Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018.
@@ -29,7 +32,7 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, count_present, keep_absent, mean_among, present_of
 from mtl_jax.caching import by_value
 
 
@@ -46,23 +49,28 @@ def gradnorm(alpha: float = 1.5, learning_rate: float = 1e-3, eps: float = 1e-8)
 
     def init(num_tasks: int) -> GradNormState:
         weights = jnp.ones((num_tasks,), jnp.float32)
-        return GradNormState(weights, jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), bool),
+        # initial losses of 0: not yet seen (a seen loss is floored at eps)
+        return GradNormState(weights, jnp.zeros((num_tasks,), jnp.float32), jnp.zeros((), bool),
                              optimizer.init(weights))
 
     def update(info, state: GradNormState, key):
         losses, gramian = info.losses, info.gramian
         del key
+        present = present_of(info)
+        count = count_present(present)
         grad_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
-        num_tasks = losses.shape[0]
-        initial = jnp.where(state.started, state.initial_losses, jnp.maximum(losses, eps))
-        weighted_norms = state.weights * grad_norms
-        inverse_rate = losses / initial
-        target = jnp.mean(weighted_norms) * (inverse_rate / jnp.maximum(jnp.mean(inverse_rate), eps)) ** alpha
-        grad = jnp.sign(weighted_norms - target) * grad_norms
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.weights)
-        new = jnp.maximum(optax.apply_updates(state.weights, updates), 1e-4)
-        new = num_tasks * new / jnp.sum(new)
-        return state.weights, GradNormState(new, initial, jnp.ones((), bool), opt_state)
+        initial = jnp.where(present & (state.initial_losses <= 0), jnp.maximum(losses, eps), state.initial_losses)
+        weights = among_present(count * state.weights / jnp.sum(among_present(state.weights, present)), present)
+        weighted_norms = weights * grad_norms
+        inverse_rate = among_present(losses / jnp.maximum(initial, eps), present)
+        target = mean_among(weighted_norms, present) * (
+            inverse_rate / jnp.maximum(mean_among(inverse_rate, present), eps)) ** alpha
+        grad = among_present(jnp.sign(weighted_norms - target) * grad_norms, present)
+        updates, opt_state = optimizer.update(grad, state.opt_state, weights)
+        new = jnp.maximum(optax.apply_updates(weights, updates), 1e-4)
+        new = jnp.where(present, count * new / jnp.sum(among_present(new, present)), state.weights)
+        new_state = GradNormState(new, initial, jnp.ones((), bool), keep_absent(opt_state, state.opt_state, present))
+        return weights, new_state
 
     return Method(init, update, needs="feature_gramian")
 

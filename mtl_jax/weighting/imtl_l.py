@@ -19,7 +19,7 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, keep_absent, present_of
 from mtl_jax.caching import by_value
 
 
@@ -42,9 +42,11 @@ def imtl_l(learning_rate: float = 1e-3) -> Method:
     def update(info, state: IMTLLState, key):
         losses = info.losses
         del key
-        grad = jax.grad(objective)(state.log_scale, losses)
+        present = present_of(info)
+        grad = among_present(jax.grad(objective)(state.log_scale, losses), present)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.log_scale)
-        return jnp.exp(state.log_scale), IMTLLState(optax.apply_updates(state.log_scale, updates), opt_state)
+        new = IMTLLState(optax.apply_updates(state.log_scale, updates), opt_state)
+        return among_present(jnp.exp(state.log_scale), present), keep_absent(new, state, present)
 
     return Method(init, update)
 

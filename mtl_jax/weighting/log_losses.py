@@ -17,7 +17,7 @@ References: B. Lin, W. Jiang, F. Ye, Y. Zhang, P. Chen, Y.-C. Chen, S. Liu, J. T
 """
 from __future__ import annotations
 
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, present_of
 from mtl_jax.caching import by_value
 
 
@@ -25,6 +25,6 @@ from mtl_jax.caching import by_value
 def log_losses(eps: float = 1e-8) -> Method:
     def update(info, state, key):
         del key
-        return 1.0 / (info.losses + eps), state
+        return among_present(1.0 / (info.losses + eps), present_of(info)), state
 
     return Method(lambda num_tasks: (), update)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, count_present, present_of, softmax_among
 from mtl_jax.caching import by_value
 
 
@@ -30,8 +30,9 @@ def random_weighting() -> Method:
 
     def update(info, state, key):
         losses = info.losses
+        present = present_of(info)  # the present tasks share the weight
         draw = jax.random.normal(key, losses.shape, jnp.float32)
-        return losses.shape[0] * jax.nn.softmax(draw), state
+        return count_present(present) * softmax_among(draw, present), state
 
     return Method(init, update)
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, present_of
 
 
 def static(lambdas: Sequence[float]) -> Method:
@@ -36,7 +36,7 @@ def _static(lambdas: tuple[float, ...]) -> Method:
     def update(info, state, key):
         losses = info.losses
         del key
-        return jnp.broadcast_to(weights, losses.shape), state
+        return among_present(jnp.broadcast_to(weights, losses.shape), present_of(info)), state
 
     return Method(init, update)
 

@@ -9,7 +9,8 @@ so the model sees weights ``w_i = c_i e^{-s_i}`` (``c_i`` = 0.5 or 1) and ``s`` 
 same objective with its own optax optimizer, from the same (gradient-stopped) losses: joint
 training of ``(theta, s)`` split into two pure updates. For a fixed loss the optimum is
 ``sigma_i^2 = L_i`` (regression) or ``2 L_i`` (classification): tasks with larger loss get
-smaller weights. Regression and depth tasks take the regression form, the others the
+smaller weights. An absent task's log-variance and moments do not move (its loss of 0
+would otherwise drive ``sigma`` to 0). Regression and depth tasks take the regression form, the others the
 classification form, unless ``forms`` says otherwise.
 
 References: A. Kendall, Y. Gal, R. Cipolla. "Multi-Task Learning Using Uncertainty to Weigh
@@ -26,7 +27,7 @@ import optax
 
 from mtl_jax.registry import WEIGHTINGS
 from mtl_jax.tasks import Task
-from mtl_jax.balancing import Method
+from mtl_jax.balancing import Method, among_present, keep_absent, present_of
 
 FORMS = {"regression": 0.5, "classification": 1.0}
 REGRESSION_KINDS = ("regression", "depth")
@@ -62,10 +63,12 @@ def _uncertainty(forms: tuple[str, ...], learning_rate: float, initial: float) -
     def update(info, state: UncertaintyState, key):
         losses = info.losses
         del key
-        weights = scale * jnp.exp(-state.log_variance)
-        grad = jax.grad(objective)(state.log_variance, losses)
+        present = present_of(info)
+        weights = among_present(scale * jnp.exp(-state.log_variance), present)
+        grad = among_present(jax.grad(objective)(state.log_variance, losses), present)
         updates, opt_state = optimizer.update(grad, state.opt_state, state.log_variance)
-        return weights, UncertaintyState(optax.apply_updates(state.log_variance, updates), opt_state)
+        new = UncertaintyState(optax.apply_updates(state.log_variance, updates), opt_state)
+        return weights, keep_absent(new, state, present)  # an absent task's sigma learns nothing
 
     return Method(init, update)
 
