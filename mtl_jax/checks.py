@@ -141,8 +141,9 @@ def dataset_checks(model, tasks: Sequence[Task], data, input_key: InputKey,
     from mtl_jax.data.batch_streams import is_batch_stream
     from mtl_jax.data.batching import select_inputs
     from mtl_jax.data.sources import head, is_record_source, num_examples
+    from mtl_jax.data.task_mixture import is_mixture
 
-    if not is_record_source(data) and not is_batch_stream(data):
+    if not is_record_source(data) and not is_batch_stream(data) and not is_mixture(data):
         check_data(tasks, data, input_key, where)
         check_id_ranges(model, select_inputs(data, input_key), f"{where} inputs")
         return None

@@ -108,8 +108,9 @@ def as_dataset(data: Any, where: str = "data"):
     returned as they are, an iterable of batches or a function of the epoch becomes a
     :class:`BatchStream`."""
     from mtl_jax.data.sources import is_record_source
+    from mtl_jax.data.task_mixture import is_mixture
 
-    if data is None or isinstance(data, Mapping) or is_record_source(data) or is_batch_stream(data):
+    if data is None or isinstance(data, Mapping) or is_record_source(data) or is_batch_stream(data) or is_mixture(data):
         return data
     if isinstance(data, (str, bytes, np.ndarray)) or not (callable(data) or isinstance(data, Iterable)):
         raise TypeError(f"{where}: expected a dict of arrays, a RecordSource, or an iterable of batch dicts, got "

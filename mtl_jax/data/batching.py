@@ -18,6 +18,7 @@ import numpy as np
 
 from mtl_jax.data.batch_streams import is_batch_stream
 from mtl_jax.data.sources import is_record_source, num_examples, read
+from mtl_jax.data.task_mixture import is_mixture
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
 
 InputKey = str | tuple[str, ...]
@@ -33,7 +34,18 @@ def steps_per_epoch(data, batch_size: int) -> int | None:
     """Batches per epoch; None for an iterable of batches without a length."""
     if is_batch_stream(data):
         return data.steps
+    if is_mixture(data):
+        return data.steps(batch_size)
     return math.ceil(num_examples(data) / max(1, min(batch_size, num_examples(data))))
+
+
+def first_batch(data, batch_size: int) -> dict:
+    """A batch of the shape every training step of ``data`` has (what the step is compiled for)."""
+    if is_batch_stream(data):
+        return data.first
+    if is_mixture(data):
+        return data.first_batch(batch_size)
+    return next(batches(data, batch_size))
 
 
 def epoch_order(n: int, seed: int | None, epoch: int) -> np.ndarray:
@@ -54,7 +66,8 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
     whole to check it up front). A ``batch_size`` larger than the dataset is clamped to its
     size: padding to it would only spend memory on masked copies. An iterable of batches
     (:class:`~mtl_jax.data.batch_streams.BatchStream`) yields its own batches: ``batch_size`` and
-    ``seed`` do not apply.
+    ``seed`` do not apply. A :class:`~mtl_jax.data.task_mixture.TaskMixture` yields its mixed
+    steps (``batch_size`` rows per dataset read), or with ``seed`` None every dataset once.
 
     ``shard=(index, count)``: this process's part of every global batch, rows
     ``[index * B / count, (index + 1) * B / count)`` of the batch above (padding and mask
@@ -70,6 +83,14 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
         if count > 1:
             raise ValueError("an iterable of batches is not sharded here: give each process its own batches")
         for batch in data.epoch(epoch, start_step):
+            if check is not None:
+                check(batch)
+            yield batch
+        return
+    if is_mixture(data):
+        if count > 1:
+            raise ValueError("a TaskMixture is not sharded across processes yet: give each process its own mixture")
+        for batch in data.batches(batch_size, seed=seed, epoch=epoch, start_step=start_step):
             if check is not None:
                 check(batch)
             yield batch

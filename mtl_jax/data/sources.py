@@ -133,10 +133,13 @@ def read(data, indices: np.ndarray) -> dict[str, np.ndarray]:
 
 def head(data, count: int) -> dict[str, np.ndarray]:
     """The first ``count`` examples (all of them when fewer) as arrays: what checks read of a source
-    (of an iterable of batches: its first batch's)."""
+    (of an iterable of batches: its first batch's; of a task mixture: its first dataset's, with
+    every task's target)."""
     from mtl_jax.data.batch_streams import is_batch_stream
+    from mtl_jax.data.task_mixture import is_mixture
 
-    if is_batch_stream(data):
-        valid = data.first["_valid"] > 0
-        return {k: v[valid][:count] for k, v in data.first.items() if k != "_valid"}
+    if is_batch_stream(data) or is_mixture(data):
+        first = data.first if is_batch_stream(data) else next(data.batches(count, seed=None))
+        valid = first["_valid"] > 0
+        return {k: v[valid][:count] for k, v in first.items() if k != "_valid"}
     return read(data, np.arange(min(count, num_examples(data))))

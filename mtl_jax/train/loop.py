@@ -29,8 +29,9 @@ import optax
 from mtl_jax import checks
 from mtl_jax.balancing import Method
 from mtl_jax.data.batch_streams import as_dataset, is_batch_stream
-from mtl_jax.data.batching import batches, steps_per_epoch
+from mtl_jax.data.batching import batches, first_batch, steps_per_epoch
 from mtl_jax.data.sources import head, is_record_source, num_examples
+from mtl_jax.data.task_mixture import is_mixture
 from mtl_jax.diagnostics.affinity import make_affinity_step
 from mtl_jax.files import write_json
 from mtl_jax.models.conv import convolution_path
@@ -195,7 +196,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     if is_batch_stream(train) and train.kind == "iterator" and epochs > 1:
         raise ValueError(f"train is an iterator of batches, which can be read only once, but epochs={epochs}: pass "
                          "a list, a re-iterable, or a function epoch -> batches")
-    if not is_batch_stream(train) and batch_size > num_examples(train):
+    if not is_batch_stream(train) and not is_mixture(train) and batch_size > num_examples(train):
         warnings.warn(f"batch_size {batch_size} is larger than the {num_examples(train)} training examples: "
                       f"each step uses all {num_examples(train)} of them", stacklevel=2)
     if affinity_every_steps and affinity_learning_rate is None and learning_rate_fn is None:
@@ -209,7 +210,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     monitor = _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
-    first = train.first if is_batch_stream(train) else next(batches(train, batch_size))
+    first = first_batch(train, batch_size)
     example = select_inputs(first, input_key)
     try:
         abstract_state = abstract_of(state) if state is not None else jax.eval_shape(
