@@ -25,7 +25,8 @@ from mtl_jax.names import did_you_mean
 
 CONFIG_FILE = "config.json"
 # Sub-dicts whose keys are free (task names, a dataset's or trunk's own options).
-OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "architecture_kwargs", "weighting_kwargs", "aggregator_kwargs")
+OPEN_SECTIONS = ("tasks", "data", "model_kwargs", "architecture_kwargs", "weighting_kwargs", "aggregator_kwargs",
+                 "task_shares")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,6 +36,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = {}                     # the dataset loader's options (sizes, seed, ...); generated datasets
     #                                 stream their splits unless data.in_memory=True
     c.tasks = {}                    # task name -> {"weight": ..., optional "loss", "metrics"}
+    c.task_sampling = "none"        # multi-input: none (every example labels every task) | all | round_robin |
+    #                                 proportional | temperature: the train split is dealt into one disjoint part
+    #                                 per task, each labelling only its task, mixed per step by this rule
+    c.sampling_temperature = 2.0    # task_sampling=temperature: part d drawn with probability ~ n_d^(1/tau)
+    c.task_shares = {}              # multi-input: task name -> share of the train split (default: equal)
     c.model = "seed_cnn"            # trunk name (mtl-jax list: models), or "none" for architectures with their own
     c.model_kwargs = {}             # the trunk's fields
     c.architecture = "hard"         # how tasks share: hard | mmoe | ple | cross_stitch | columns | mtan

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import inspect
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, NamedTuple, Sequence
@@ -32,6 +33,7 @@ from mtl_jax.models.catalog import NO_TRUNK, build_model
 from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.balancing import at_level, chain, observed
 from mtl_jax.data.sources import RecordSource, head, is_record_source, num_examples
+from mtl_jax.data.task_mixture import SAMPLINGS, TaskMixture, split_by_task
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
@@ -59,6 +61,7 @@ class Experiment:
     learning_rate_fn: Any
     weighting: Any
     penalty: Any = None
+    train: Any = None  # what training reads: data["train"], or its multi-input TaskMixture (task_sampling)
 
 
 def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, ...]]:
@@ -78,7 +81,38 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
     spec.check_options(config.data)
+    check_task_sampling(config, tasks)
     return spec, tasks
+
+
+def check_task_sampling(config: ml_collections.ConfigDict, tasks: tuple[Task, ...]) -> None:
+    """``task_sampling``, ``sampling_temperature`` and ``task_shares`` make sense for ``tasks``."""
+    if config.task_sampling not in ("none",) + SAMPLINGS:
+        raise ValueError(f"unknown task_sampling {config.task_sampling!r}{did_you_mean(config.task_sampling, SAMPLINGS)}; "
+                         f"expected none or one of {SAMPLINGS}")
+    shares = dict(config.task_shares)
+    names = [t.name for t in tasks]
+    unknown = [name for name in shares if name not in names]
+    if unknown:
+        raise KeyError(f"task_shares: unknown task(s) {unknown}; the tasks are {names}")
+    bad = {name: value for name, value in shares.items()
+           if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0}
+    if bad:
+        raise ValueError(f"task_shares must be numbers > 0, got {bad}")
+    if shares and config.task_sampling == "none":
+        raise ValueError("task_shares deal the train split between tasks: set task_sampling too")
+    if config.task_sampling != "none" and len(tasks) < 2:
+        raise ValueError("task_sampling mixes one dataset per task: it needs at least two tasks")
+    if not (math.isfinite(config.sampling_temperature) and config.sampling_temperature > 0):
+        raise ValueError(f"sampling_temperature must be > 0, got {config.sampling_temperature}")
+
+
+def multi_input(train, tasks: tuple[Task, ...], config: ml_collections.ConfigDict):
+    """The train split dealt into one part per task (``task_shares``) and mixed by ``task_sampling``."""
+    shares = dict(config.task_shares)
+    groups = [(t.target_key,) for t in tasks]
+    parts = split_by_task(train, groups, [float(shares.get(t.name, 1.0)) for t in tasks], config.seed)
+    return TaskMixture(parts, config.task_sampling, config.sampling_temperature)
 
 
 def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None) -> Experiment:
@@ -86,24 +120,25 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     spec, tasks = check(config)
     penalty = make_penalty(config.penalty, config.penalty_weight)
     data = spec.load(data_dir=data_dir, **loader_options(spec, config.data))
+    train = multi_input(data["train"], tasks, config) if config.task_sampling != "none" else data["train"]
     output_size = spec.output_size
     if output_size is None and any(task.dense for task in tasks):  # per-pixel heads: the input's height and width
         output_size = tuple(head(data["train"], 1)[spec.input_key].shape[1:3])
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=output_size, architecture=config.architecture,
                         architecture_kwargs=dict(config.architecture_kwargs))
-    total_steps = config.epochs * steps_per_epoch(data["train"], config.batch_size)
+    total_steps = config.epochs * steps_per_epoch(train, config.batch_size)
     optimizer, lr_fn = make_optimizer(
         config.optimizer, config.learning_rate, schedule=config.schedule, total_steps=total_steps,
         warmup_steps=config.warmup_steps, end_factor=config.end_factor, decay_rate=config.decay_rate,
         decay_steps=config.decay_steps, grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
         momentum=config.momentum)
     weighting = make_weighting(config.weighting, tasks, dict(config.weighting_kwargs),
-                               steps_per_epoch=steps_per_epoch(data["train"], config.batch_size),
+                               steps_per_epoch=steps_per_epoch(train, config.batch_size),
                                log=config.log_losses, aggregator=config.aggregator,
                                aggregator_kwargs=dict(config.aggregator_kwargs), level=config.gradient_level,
                                diagnostics=config.gradient_diagnostics)
-    return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting, penalty)
+    return Experiment(config, spec, data, tasks, model, optimizer, lr_fn, weighting, penalty, train)
 
 
 def loader_options(spec: DatasetSpec, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                                   "--resume to continue it or choose another --workdir")
         experiment = build(config, data_dir)
         c = config
-        result = fit(experiment.model, experiment.tasks, experiment.data["train"],
+        result = fit(experiment.model, experiment.tasks, experiment.train,
                      validation=experiment.data.get("validation"), epochs=c.epochs, batch_size=c.batch_size,
                      optimizer=experiment.optimizer, weighting=experiment.weighting, seed=c.seed,
                      input_key=experiment.spec.input_key, eval_batch_size=c.eval_batch_size, progress=progress,

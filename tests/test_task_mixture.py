@@ -7,6 +7,7 @@ import pytest
 import mtl_jax as mtl
 from mtl_jax.data.batching import batches, steps_per_epoch
 from mtl_jax.data.task_mixture import TaskMixture
+from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, hard_sharing
 from mtl_jax.weighting import uncertainty
 
@@ -125,14 +126,16 @@ def test_mistakes_are_named():
         mtl.fit(MODEL, TASKS, TaskMixture({"y": a}), epochs=1, batch_size=8, input_key="x", progress=False)
 
 
-@pytest.mark.parametrize("sampling", ["proportional", "all"])
-def test_fit_trains_each_task_on_its_own_dataset_and_evaluates_each_on_its_own(sampling):
+@pytest.mark.parametrize("sampling,method", [("proportional", "upgrad@parameter"), ("all", "uncertainty")])
+def test_fit_trains_each_task_on_its_own_dataset_and_evaluates_each_on_its_own(sampling, method):
     a, b = _corpora(n_y=160, n_label=160)
     va, vb = _corpora(n_y=64, n_label=64, seed=7)
     train, validation = TaskMixture({"y": a, "label": b}, sampling), TaskMixture({"y": va, "label": vb})
+    name, _, level = method.partition("@")
+    weighting = (make_weighting("equal", TASKS, {}, steps_per_epoch=20, aggregator=name, level=level) if level
+                 else make_weighting(name, TASKS, {"learning_rate": 1e-2}, steps_per_epoch=20))
     state, history = mtl.fit(MODEL, TASKS, train, validation=validation, epochs=8, batch_size=16, input_key="x",
-                             progress=False, optimizer=optax.adam(1e-2), weighting=uncertainty(
-                                 ("regression", "classification"), learning_rate=1e-2))
+                             progress=False, optimizer=optax.adam(1e-2), weighting=weighting)
     metrics = mtl.evaluate(MODEL, TASKS, state.params, validation, batch_size=16, input_key="x")
     assert metrics["y/rmse"] < 0.6 * float(np.std(va["y"])), metrics
     assert metrics["label/accuracy"] > 0.6, metrics  # chance: 1/3 (measured 0.73-0.8)
@@ -146,3 +149,22 @@ def test_fit_on_a_mixture_resumes_bitwise_with_a_task_absent_from_most_steps(tmp
     a, b = _corpora(n_y=24, n_label=16)  # proportional: 3 + 2 = 5 steps per epoch
     assert_resumes_bitwise(MODEL, TASKS, TaskMixture({"y": a, "label": b}), tmp_path,
                            weighting=uncertainty(("regression", "classification"), learning_rate=1e-2))
+
+
+def test_the_multi_input_config_deals_the_train_split_into_corpora_and_trains_on_them(tmp_path, data_dir):
+    from mtl_jax import experiment
+    from mtl_jax.config import load_config
+
+    config = load_config("experiments/configs/reviews_multi_input.py", [
+        "data.train_size=352", "data.validation_size=64", "data.test_size=64", "epochs=1", "batch_size=32"])
+    built = experiment.build(config, data_dir)
+    assert built.train.sizes() == [317, 35]  # 90 % sentiment, 10 % topic (tasks in name order)
+    # 10 + 2 batches; p ~ n^(1/2): sqrt(317) / (sqrt(317) + sqrt(35)) = 0.7505 of 12 steps: 9.006
+    assert built.train.counts(32).tolist() == [9, 3]
+    results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
+    assert np.isfinite(results["final"]["sentiment/auc"]) and np.isfinite(results["final"]["topic/accuracy"])
+    for mistake, message in ((["task_sampling=random"], "unknown task_sampling 'random'"),
+                             (["task_shares.topc=1.0"], r"task_shares: unknown task\(s\) \['topc'\]"),
+                             (["task_sampling=none"], "set task_sampling too")):
+        with pytest.raises((ValueError, KeyError), match=message):
+            experiment.check(load_config("experiments/configs/reviews_multi_input.py", mistake))

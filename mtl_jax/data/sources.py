@@ -88,6 +88,17 @@ class RecordSource:
         return f"RecordSource({type(self.source).__name__}, {len(self)} examples, keys={self.keys})"
 
 
+def subset(data, indices: np.ndarray):
+    """The examples at ``indices`` as a dataset of the same kind: a dict of arrays (copied), or a
+    record source reading only those records (nothing is read now)."""
+    indices = np.asarray(indices, np.int64)
+    if is_record_source(data):
+        order = indices if data.order is None else data.order[indices]
+        return RecordSource(data.source, keys=data.keys, transform=data.transform, order=order,
+                            threads=data.threads, prefetch=data.prefetch, dtypes=data.dtypes)
+    return {k: np.take(v, indices, axis=0) for k, v in data.items()}
+
+
 def order_by_key(source, key: str = "id") -> np.ndarray:
     """The permutation that reads ``source`` in increasing ``record[key]`` (stable): the order
     :func:`mtl_jax.data.generated.read_split` gives the in-memory arrays. Reads every record

@@ -52,7 +52,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from mtl_jax.data.sources import head, is_record_source, num_examples, read
+from mtl_jax.data.sources import head, is_record_source, num_examples, read, subset
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
 
 SAMPLINGS = ("all", "round_robin", "proportional", "temperature")
@@ -164,14 +164,18 @@ class TaskMixture:
     def _conform(self, group: int, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch with every key of the layout: other tasks' targets zero and masked out."""
         rows = len(batch[EXAMPLE_MASK_KEY])
+        own = set(self.groups[group]) | {mask_key(t) for t in self.groups[group]}
+        others = {k for t in self.targets if t not in self.groups[group] for k in (t, mask_key(t))}
         out = {}
         for key, (shape, dtype) in self._layout.items():
-            if key in batch:
+            if key in others:  # another dataset's task (even where this dataset has such a key): masked out
+                out[key] = np.zeros((rows,) + shape, dtype)
+            elif key in batch:
                 out[key] = np.asarray(batch[key], dtype)
-            elif key.endswith("_mask") and key[:-len("_mask")] in self.groups[group]:
-                out[key] = np.ones((rows,) + shape, dtype)  # this dataset labels its own tasks
+            elif key in own:  # this dataset labels its own tasks
+                out[key] = np.ones((rows,) + shape, dtype)
             else:
-                out[key] = np.zeros((rows,) + shape, dtype)  # another dataset's task: masked out
+                raise KeyError(f"TaskMixture: a batch of {self.groups[group]} has no {key!r}")
         out[EXAMPLE_MASK_KEY] = np.asarray(batch[EXAMPLE_MASK_KEY], np.float32)
         return out
 
@@ -222,6 +226,23 @@ class TaskMixture:
     def __repr__(self) -> str:
         parts = ", ".join(f"{'+'.join(g)}: {n} examples" for g, n in zip(self.groups, self.sizes()))
         return f"TaskMixture({parts}; sampling={self.sampling!r})"
+
+
+def split_by_task(data, groups: list[tuple[str, ...]], shares: list[float], seed: int) -> dict:
+    """``{group: its part of data}``: the examples of ``data`` dealt into disjoint parts in
+    proportion to ``shares`` (a seeded permutation, then consecutive runs), one per group of
+    targets; each part then labels only its group's tasks (a :class:`TaskMixture` masks the
+    rest). Multi-input training made from one labelled dataset, e.g. to compare samplings when
+    one task has ten times another's data."""
+    if len(shares) != len(groups) or not all(math.isfinite(s) and s > 0 for s in shares):
+        raise ValueError(f"split_by_task: one share > 0 per group, got {shares} for {groups}")
+    n = num_examples(data)
+    bounds = np.floor(np.cumsum([0.0] + list(shares)) / sum(shares) * n + 0.5).astype(np.int64)
+    if (np.diff(bounds) == 0).any():
+        raise ValueError(f"split_by_task: {n} examples leave a group without any (shares {shares})")
+    order = np.random.default_rng([seed, n, 2]).permutation(n)
+    return {group: subset(data, np.sort(order[start:end]))
+            for group, start, end in zip(groups, bounds[:-1], bounds[1:])}
 
 
 def is_mixture(data: Any) -> bool:

@@ -114,7 +114,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         grain data source), read batch by batch by grain's worker threads: memory bounded by
         the batch, not the dataset; or any iterable of batch dicts, or a function
         ``epoch -> batches`` (:mod:`mtl_jax.data.batch_streams`; ``batch_size`` and ``seed``
-        do not apply to its order). A source's or iterable's first examples are checked before
+        do not apply to its order); or, for multi-input MTL, a
+        :class:`~mtl_jax.data.task_mixture.TaskMixture` of one dataset per task (``batch_size``
+        rows per dataset read). A source's or iterable's first examples are checked before
         anything is compiled, the rest as each batch is read.
       optimizer: any optax optimizer; default ``optax.adam(1e-3)``.
       weighting: a :class:`~mtl_jax.balancing.Method` (a weighting, an aggregator or a ``chain``
