@@ -168,3 +168,10 @@ def test_the_multi_input_config_deals_the_train_split_into_corpora_and_trains_on
                              (["task_sampling=none"], "set task_sampling too")):
         with pytest.raises((ValueError, KeyError), match=message):
             experiment.check(load_config("experiments/configs/reviews_multi_input.py", mistake))
+
+
+def test_a_tasks_mean_weight_is_over_the_steps_it_was_present_in():
+    a, b = _corpora(n_y=24, n_label=16)
+    _, history = mtl.fit(MODEL, TASKS, TaskMixture({"y": a, "label": b}, "round_robin"), epochs=1, batch_size=8,
+                         input_key="x", progress=False, weighting=make_weighting("equal", TASKS, {}, steps_per_epoch=5))
+    assert history["train/y/weight"] == [1.0] and history["train/label/weight"] == [1.0]  # not 3/5 and 2/5

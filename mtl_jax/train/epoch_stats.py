@@ -15,6 +15,8 @@ Fields (each present once a step provided it):
   ``stats``: per task and metric, the metric's batch statistics (a dict of arrays) combined by
     its ``reduce``;
   ``weights`` / ``weights_steps``, ``penalty`` / ``penalty_steps``: sums for the epoch means;
+  ``weights_present``: per task, the steps it was present in (a labelled element in the batch):
+    a task's mean weight is over those (an absent task's weight of 0 is not averaged in);
   ``cosines`` / ``cosines_steps`` / ``conflicting_pairs``: for the mean gradient-cosine matrix;
   ``solver_residual``: the largest.
 """
@@ -87,6 +89,10 @@ def add(stats: Stats, tasks: Sequence[Task], out: Mapping[str, Any]) -> Stats:
         combined[task.name] = per_task
     stats["stats"] = combined
     if "weights" in out:
+        if "weights" in stats and "weights_present" not in stats:  # an older checkpoint's epoch so far
+            stats["weights_present"] = np.full(np.shape(stats["weights"]), float(stats["weights_steps"]))
+        present = (_float64(out["loss_count"]) > 0).astype(np.float64)
+        stats["weights_present"] = _add(stats["weights_present"], present) if "weights_present" in stats else present
         _mean_field(stats, out, "weights")
     if "penalty" in out:
         _mean_field(stats, out, "penalty")
@@ -120,7 +126,8 @@ def summary(tasks: Sequence[Task], stats: Stats) -> dict[str, Any]:
     if "solver_residual" in stats:
         result["solver_residual"] = float(stats["solver_residual"])
     if "weights" in stats:
-        mean = np.asarray(stats["weights"]) / stats["weights_steps"]
+        present = np.asarray(stats.get("weights_present", np.full(len(tasks), float(stats["weights_steps"]))))
+        mean = np.where(present > 0, np.asarray(stats["weights"]) / np.maximum(present, 1.0), np.nan)
         result.update({f"{t.name}/weight": float(w) for t, w in zip(tasks, mean)})
     if "penalty" in stats:
         result["penalty"] = float(stats["penalty"]) / stats["penalty_steps"]
