@@ -33,7 +33,7 @@ from mtl_jax.models.catalog import NO_TRUNK, build_model
 from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.balancing import at_level, chain, observed
 from mtl_jax.data.sources import RecordSource, head, is_record_source, num_examples
-from mtl_jax.data.task_mixture import SAMPLINGS, TaskMixture, split_by_task
+from mtl_jax.data.task_mixture import SAMPLINGS, TaskMixture, is_mixture, split_by_task
 from mtl_jax.names import did_you_mean
 from mtl_jax.registry import AGGREGATORS, ARCHITECTURES, DATASETS, MODELS, OPTIMIZERS, SCHEDULES, WEIGHTINGS
 from mtl_jax.tasks import Task
@@ -88,8 +88,8 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
 def check_task_sampling(config: ml_collections.ConfigDict, tasks: tuple[Task, ...]) -> None:
     """``task_sampling``, ``sampling_temperature`` and ``task_shares`` make sense for ``tasks``."""
     if config.task_sampling not in ("none",) + SAMPLINGS:
-        raise ValueError(f"unknown task_sampling {config.task_sampling!r}{did_you_mean(config.task_sampling, SAMPLINGS)}; "
-                         f"expected none or one of {SAMPLINGS}")
+        hint = did_you_mean(config.task_sampling, SAMPLINGS)
+        raise ValueError(f"unknown task_sampling {config.task_sampling!r}{hint}; expected none or one of {SAMPLINGS}")
     shares = dict(config.task_shares)
     names = [t.name for t in tasks]
     unknown = [name for name in shares if name not in names]
@@ -101,14 +101,22 @@ def check_task_sampling(config: ml_collections.ConfigDict, tasks: tuple[Task, ..
         raise ValueError(f"task_shares must be numbers > 0, got {bad}")
     if shares and config.task_sampling == "none":
         raise ValueError("task_shares deal the train split between tasks: set task_sampling too")
-    if config.task_sampling != "none" and len(tasks) < 2:
-        raise ValueError("task_sampling mixes one dataset per task: it needs at least two tasks")
     if not (math.isfinite(config.sampling_temperature) and config.sampling_temperature > 0):
         raise ValueError(f"sampling_temperature must be > 0, got {config.sampling_temperature}")
 
 
 def multi_input(train, tasks: tuple[Task, ...], config: ml_collections.ConfigDict):
-    """The train split dealt into one part per task (``task_shares``) and mixed by ``task_sampling``."""
+    """What training reads: a dataset that is one corpus per task (a :class:`TaskMixture`) mixed by
+    ``task_sampling`` (proportional unless set); otherwise the train split as it is, or, with
+    ``task_sampling``, dealt into one part per task (``task_shares``) and mixed."""
+    if is_mixture(train):
+        if config.task_shares:
+            raise ValueError("task_shares deal one train split between tasks, but this dataset already has one "
+                             "corpus per task")
+        sampling = "proportional" if config.task_sampling == "none" else config.task_sampling
+        return train.with_sampling(sampling, config.sampling_temperature)
+    if config.task_sampling == "none":
+        return train
     shares = dict(config.task_shares)
     groups = [(t.target_key,) for t in tasks]
     parts = split_by_task(train, groups, [float(shares.get(t.name, 1.0)) for t in tasks], config.seed)
@@ -120,7 +128,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     spec, tasks = check(config)
     penalty = make_penalty(config.penalty, config.penalty_weight)
     data = spec.load(data_dir=data_dir, **loader_options(spec, config.data))
-    train = multi_input(data["train"], tasks, config) if config.task_sampling != "none" else data["train"]
+    train = multi_input(data["train"], tasks, config)
     output_size = spec.output_size
     if output_size is None and any(task.dense for task in tasks):  # per-pixel heads: the input's height and width
         output_size = tuple(head(data["train"], 1)[spec.input_key].shape[1:3])

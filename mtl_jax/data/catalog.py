@@ -26,6 +26,7 @@ from mtl_jax.data.lesions_builder import load_lesions
 from mtl_jax.data.multi_mnist import load_multi_mnist
 from mtl_jax.data.reviews import SENTIMENTS, TOPICS
 from mtl_jax.data.reviews_builder import load_reviews
+from mtl_jax.data.text_corpora import CORPORA as TEXT_CORPORA, INPUT_KEY as TEXT_INPUT_KEY, load_text_corpora
 from mtl_jax.data.tfds_recipes import RECIPES
 from mtl_jax.data.tfds_tasks import FeatureTask, ResolvedTask, load_tfds, resolve, task_constructor, tfds_features
 from mtl_jax.data.houses_builder import load_houses
@@ -216,6 +217,26 @@ class AnyTfdsSpec(TfdsSpec):
             input_key=input_feature.replace("/", "_"), feature_tasks=feature_tasks,
             class_names={task: r.class_names for task, r in resolved.items() if r.class_names})
 
+
+@dataclasses.dataclass(frozen=True)
+class TextCorporaSpec(DatasetSpec):
+    """One corpus per task (:mod:`mtl_jax.data.text_corpora`): only the chosen tasks' corpora load."""
+
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> DatasetSpec:
+        chosen_tasks = tuple(name for name in (chosen or {}) if name in self.tasks)
+        return dataclasses.replace(self, load=functools.partial(load_text_corpora, chosen_tasks or tuple(self.tasks)))
+
+
+IMDB_AG_NEWS = DATASETS.register(
+    "imdb_ag_news", "multi-input NLP (TFDS, downloads): sentiment from imdb_reviews, topic (4 classes) from "
+    "ag_news_subset, hashed token ids")(
+    TextCorporaSpec(
+        load=load_text_corpora,
+        tasks={name: (functools.partial(tasks_lib.classification, num_classes=len(corpus.class_names))
+                      if corpus.kind == "classification" else tasks_lib.binary)
+               for name, corpus in TEXT_CORPORA.items()},
+        input_key=TEXT_INPUT_KEY,
+        class_names={name: corpus.class_names for name, corpus in TEXT_CORPORA.items()}))
 
 TFDS = DATASETS.register(
     "tfds", "any TensorFlow Datasets dataset: data.name, data.input; config.tasks gives each task's feature "

@@ -113,15 +113,23 @@ class TaskMixture:
         for key in sorted(shared):
             kinds = {(np.shape(row[key])[1:], np.asarray(row[key]).dtype) for row in heads}
             if len(kinds) > 1:
+                seen = [(g, np.shape(r[key])[1:], str(np.asarray(r[key]).dtype)) for g, r in zip(self.groups, heads)]
                 raise ValueError(f"TaskMixture: {key!r} differs between the datasets (shape per example, dtype): "
-                                 f"{[(g, np.shape(r[key])[1:], str(np.asarray(r[key]).dtype)) for g, r in zip(self.groups, heads)]}")
+                                 f"{seen}")
             layout[key] = kinds.pop()
         for targets, row in zip(self.groups, heads):
             for target in targets:
                 layout[target] = (np.shape(row[target])[1:], np.asarray(row[target]).dtype)
                 own_mask = row.get(mask_key(target))  # a per-example or per-element mask of its own
-                layout[mask_key(target)] = (np.shape(own_mask)[1:] if own_mask is not None else (), np.dtype(np.float32))
+                mask_shape = np.shape(own_mask)[1:] if own_mask is not None else ()
+                layout[mask_key(target)] = (mask_shape, np.dtype(np.float32))
         return layout
+
+    def with_sampling(self, sampling: str, temperature: float | None = None) -> "TaskMixture":
+        """The same datasets mixed by another rule."""
+        keys = [group[0] if len(group) == 1 else group for group in self.groups]
+        return TaskMixture(dict(zip(keys, self.datasets)), sampling,
+                           self.temperature if temperature is None else temperature)
 
     # -- sizes and the schedule ---------------------------------------------------------------
 
