@@ -82,6 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.min_delta = 0.0
     c.nonfinite = "raise"           # raise | skip: what a non-finite loss or gradient does
     c.tensorboard = True
+    c.plots = True                  # draw training_progress.png / task_weights.png when training ends
     return c
 
 

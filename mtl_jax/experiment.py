@@ -225,6 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                      early_stopping_patience=c.early_stopping_patience, min_delta=c.min_delta,
                      eval_every_steps=c.eval_every_steps, log_every_steps=c.log_every_steps, nonfinite=c.nonfinite,
                      learning_rate_fn=experiment.learning_rate_fn, tensorboard=c.tensorboard,
+                     plots=c.get("plots", True),
                      affinity_every_steps=c.affinity_every_steps,
                      affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty,
                      run_files={CONFIG_FILE: config.to_dict()})

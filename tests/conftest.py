@@ -97,7 +97,7 @@ def assert_resumes_bitwise(model, tasks, data, tmp_path, **options):
     assert (is_batch_stream(as_dataset(data)) or (is_mixture(data) and data.steps(8) == 5)
             or num_examples(data) == 40)
     options = {"epochs": 2, "batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2),
-               "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False, **options}
+               "checkpoint_every_steps": 3, "keep_checkpoints": 10, "tensorboard": False, "plots": False, **options}
     state, history = mtl.fit(model, tasks, data, workdir=tmp_path / "a", **options)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     for step in ("9", "10"):

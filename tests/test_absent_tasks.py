@@ -123,7 +123,7 @@ def test_a_task_absent_for_some_steps_keeps_its_state_and_nothing_turns_non_fini
                     np.testing.assert_array_equal(old, new, err_msg=f"{name}: absent task {task}'s state moved")
 
 
-@pytest.mark.parametrize("weighting,level", [("equal", None), ("uncertainty", None), ("mgda", "feature"),
+@pytest.mark.parametrize("weighting,level", [("uncertainty", None), ("mgda", "feature"),
                                              ("upgrad", "parameter")])
 def test_the_train_step_treats_a_task_without_labels_in_the_batch_as_absent(weighting, level):
     """Task ``c`` has no label in the batch: before, MGDA's min-norm point was its zero gradient

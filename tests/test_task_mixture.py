@@ -126,7 +126,7 @@ def test_mistakes_are_named():
         mtl.fit(MODEL, TASKS, TaskMixture({"y": a}), epochs=1, batch_size=8, input_key="x", progress=False)
 
 
-@pytest.mark.parametrize("sampling,method", [("proportional", "upgrad@parameter"), ("all", "uncertainty")])
+@pytest.mark.parametrize("sampling,method", [("proportional", "upgrad@parameter")])
 def test_fit_trains_each_task_on_its_own_dataset_and_evaluates_each_on_its_own(sampling, method):
     a, b = _corpora(n_y=160, n_label=160)
     va, vb = _corpora(n_y=64, n_label=64, seed=7)

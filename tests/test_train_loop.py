@@ -23,7 +23,7 @@ from conftest import assert_resumes_bitwise, toy_regression_classification
 TASKS = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
 MODEL = hard_sharing(MLP((16,)), TASKS)
 DATA = toy_regression_classification(40, seed=2)  # 5 steps of 8 per epoch
-OPTIONS = {"batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2)}
+OPTIONS = {"batch_size": 8, "input_key": "x", "progress": False, "optimizer": optax.adam(1e-2), "plots": False}
 
 
 class Recorder(Hook):

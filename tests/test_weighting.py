@@ -183,7 +183,7 @@ def test_every_method_trains_and_resumes_bitwise_from_a_checkpoint(name, log, tm
     method = make_weighting(name, TASKS, {}, steps_per_epoch=5, log=log)
     kwargs = {"validation": validation, "epochs": 3, "batch_size": 8, "input_key": "x", "progress": False,
               "optimizer": optax.adam(1e-2), "weighting": method, "checkpoint_every_steps": 3,
-              "keep_checkpoints": 10, "tensorboard": False}
+              "keep_checkpoints": 10, "tensorboard": False, "plots": False}
     state, history = mtl.fit(MODEL, TASKS, data, workdir=tmp_path / "a", **kwargs)
     assert history["train/y/loss"][-1] < history["train/y/loss"][0]
     shutil.copytree(tmp_path / "a", tmp_path / "b")

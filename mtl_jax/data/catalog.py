@@ -23,6 +23,7 @@ from mtl_jax.data.digits import CLASSES as DIGIT_CLASSES
 from mtl_jax.data.digits_builder import load_multi_digits
 from mtl_jax.data.lesions import GRADES
 from mtl_jax.data.lesions_builder import load_lesions
+from mtl_jax.data.movielens import load_movielens
 from mtl_jax.data.multi_mnist import load_multi_mnist
 from mtl_jax.data.reviews import SENTIMENTS, TOPICS
 from mtl_jax.data.reviews_builder import load_reviews
@@ -180,6 +181,12 @@ def tfds_recipe(name: str, recipe: Mapping[str, Any]) -> TfdsSpec:
 
 for _name, _recipe in RECIPES.items():
     tfds_recipe(_name, _recipe)
+
+MOVIELENS = DATASETS.register(
+    "movielens", "MovieLens 100K ratings (TFDS, downloads; recommendation): rating (regression, stars), like "
+    "(binary, 4+ stars)")(
+    DatasetSpec(load=load_movielens, tasks={"rating": tasks_lib.regression, "like": tasks_lib.binary},
+                input_key="fields"))
 
 MULTI_MNIST = DATASETS.register(
     "multi_mnist", "MultiMNIST (Sener & Koltun 2018) from TFDS mnist (downloads): 36x36 overlapping pairs; left, "

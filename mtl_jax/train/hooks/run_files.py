@@ -16,12 +16,15 @@ HISTORY_FILE = "history.json"
 
 
 class RunFiles(Hook):
+    def __init__(self, plots: bool = True):
+        self.plots = plots
+
     def end(self, run, error) -> None:
         if error is not None or run.workdir is None:
             return
         history = run.history
         write_json(run.workdir / HISTORY_FILE, history)
-        if history["epoch"]:
+        if history["epoch"] and self.plots:
             plot_history(history, run.tasks, run.workdir / "training_progress.png")
             plot_task_weights(read_rows(run.workdir / METRICS_FILE), run.tasks, run.workdir / "task_weights.png")
             if history.get("train/gradient_cosines"):
