@@ -39,11 +39,24 @@ def test_a_constant_feature_is_divided_by_one_not_zero():
     np.testing.assert_array_equal(normalise(np.full(4, 3.5), stats), np.zeros(4, np.float32))
 
 
-def test_non_finite_values_are_named():
+def test_missing_values_are_left_out_and_infinite_ones_named():
     values = np.arange(10.0)
-    values[3] = np.nan
-    with pytest.raises(ValueError, match="'y'.*NaN"):
+    values[3] = np.nan  # a missing label
+    stats = compute_statistics(_reader({"y": values}), 10, ["y"])["y"]
+    kept = np.delete(np.arange(10.0), 3)
+    np.testing.assert_allclose([stats["mean"], stats["std"]], [kept.mean(), kept.std()])
+    assert stats["count"] == 9
+    values[5] = np.inf
+    with pytest.raises(ValueError, match="'y'.*infinite"):
         compute_statistics(_reader({"y": values}), 10, ["y"])
+
+
+def test_a_depth_map_has_one_mean_and_std_over_its_valid_pixels():
+    maps = np.random.default_rng(0).normal(3.0, 2.0, size=(6, 4, 5))
+    maps[0, :2] = np.nan
+    stats = compute_statistics(_reader({"depth": maps}), 6, ["depth"])["depth"]
+    valid = maps[~np.isnan(maps)]
+    np.testing.assert_allclose([stats["mean"], stats["std"]], [valid.mean(), valid.std()])
 
 
 def test_a_large_split_is_estimated_on_the_same_fixed_subset():

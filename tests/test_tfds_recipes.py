@@ -122,7 +122,46 @@ def test_an_integer_feature_without_a_kind_is_refused_with_what_to_give(tmp_path
 
 
 def test_a_recipe_config_trains_on_mock_data(tmp_path):
-    config = load_config("experiments/configs/dsprites.py", ["epochs=1", "batch_size=16", "eval_batch_size=32"])
+    config = load_config("experiments/configs/dsprites.py", ["epochs=1", "batch_size=16", "eval_batch_size=32",
+                                                            "plots=False"])
     with mock_tfds(32):
         results = train_and_evaluate(config, tmp_path / "run", progress=False, data_dir=tmp_path / "data")
     assert np.isfinite(results["final"]["scale/rmse"]) and 0 <= results["final"]["shape/accuracy"] <= 1
+
+
+def test_cityscapes_label_ids_map_to_the_19_evaluated_classes_and_disparity_to_inverse_depth():
+    from mtl_jax.data.tfds_recipes import cityscapes_disparity, cityscapes_train_ids
+
+    labels = np.asarray([[[7], [26]], [[0], [33]]], np.uint8)  # road, car, unlabeled, bicycle
+    np.testing.assert_array_equal(cityscapes_train_ids(labels)[..., 0], [[0, 13], [-1, 18]])
+    disparity = cityscapes_disparity(np.asarray([[[0], [1]], [[257], [513]]], np.uint16))
+    assert disparity.shape == (2, 2) and np.isnan(disparity[0, 0])
+    np.testing.assert_allclose(disparity.ravel()[1:], [0.0, 1.0, 2.0])
+
+
+def test_a_map_with_missing_pixels_is_resized_over_its_valid_pixels_only():
+    from mtl_jax.data.tfds_tasks import resize_map
+
+    depth = np.full((8, 8), 2.0, np.float32)
+    depth[:, :4] = np.nan  # the left half missing
+    depth[0, 5] = np.nan   # and one pixel on the right
+    small = resize_map(depth, (2, 2))
+    assert np.isnan(small[:, 0]).all()  # mostly missing: missing
+    np.testing.assert_allclose(small[:, 1], 2.0, rtol=1e-6)  # the valid pixels' value, not NaN and not diluted
+    np.testing.assert_array_equal(resize_map(np.ones((4, 4), np.float32), (2, 2)), np.ones((2, 2)))
+
+
+def test_the_dense_cityscapes_recipe_streams_both_maps_and_its_config_trains_on_mock_data(tmp_path):
+    from mtl_jax.data.catalog import DATASETS
+
+    config = load_config("experiments/configs/cityscapes.py", [
+        "data.image_size=(16,32)", "epochs=1", "batch_size=2", "eval_batch_size=2",
+        "architecture=hard", "model=seed_cnn", "architecture_kwargs={}", "plots=False"])  # MTAN: test_architectures
+    with mock_tfds(4):
+        splits = DATASETS.get("cityscapes").load(data_dir=tmp_path / "data", image_size=(16, 32), threads=0)
+        example = splits["train"].read(np.arange(2))
+        assert example["image_left"].shape == (2, 16, 32, 3) and example["segmentation"].shape == (2, 16, 32)
+        assert example["disparity"].shape == (2, 16, 32) and example["segmentation"].dtype == np.int32
+        assert set(np.unique(example["segmentation"])) <= set(range(-1, 19))
+        results = train_and_evaluate(config, tmp_path / "run", progress=False, data_dir=tmp_path / "data")
+    assert 0 <= results["final"]["segmentation/miou"] <= 1

@@ -155,6 +155,7 @@ ARRAYS = DATASETS.register(
 
 
 FEATURE_OPTIONS = ("feature", "kind", "num_classes")
+DENSE_KINDS = ("segmentation", "depth")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +164,11 @@ class TfdsSpec(DatasetSpec):
     (``dsprites``, ``celeb_a``...) fixes the mapping; ``tfds`` takes it from the config."""
 
     feature_tasks: Mapping[str, FeatureTask] = dataclasses.field(default_factory=dict)
+
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> DatasetSpec:
+        if self.output_size is not None and options.get("image_size"):  # dense heads decode to the input's size
+            return dataclasses.replace(self, output_size=tuple(int(s) for s in options["image_size"]))
+        return self
 
     def make_tasks(self, chosen: Mapping[str, Mapping[str, Any]]) -> tuple[Task, ...]:
         return super().make_tasks({name: {k: v for k, v in (options or {}).items() if k not in FEATURE_OPTIONS}
@@ -176,7 +182,10 @@ def tfds_recipe(name: str, recipe: Mapping[str, Any]) -> TfdsSpec:
         load=functools.partial(load_tfds, recipe["tfds_name"], tasks=feature_tasks,
                                **{"input": "image", **recipe["defaults"]}),
         tasks={task: task_constructor(r) for task, r in resolved.items()},
-        input_key="image", feature_tasks=feature_tasks, class_names=recipe["class_names"]))
+        input_key=recipe["defaults"].get("input", "image").replace("/", "_"), feature_tasks=feature_tasks,
+        class_names=recipe["class_names"],
+        output_size=recipe["defaults"].get("image_size") if any(f.kind in DENSE_KINDS for f in feature_tasks.values())
+        else None))
 
 
 for _name, _recipe in RECIPES.items():

@@ -28,38 +28,48 @@ from mtl_jax.files import write_json
 
 
 class _Moments:
-    """Running count, mean and sum of squared deviations (float64) of one key."""
+    """Running count, mean and sum of squared deviations (float64) of one key, over its values
+    that are not NaN (NaN marks a missing label, e.g. a pixel without depth; an infinite value
+    is not missing and makes the statistics non-finite, which is refused)."""
 
     def __init__(self):
-        self.count, self.mean, self.m2 = 0, None, None
+        self.count, self.mean, self.m2 = None, None, None
 
     def add(self, values: np.ndarray, axes: tuple[int, ...]) -> None:
         values = np.asarray(values, np.float64)
-        count = int(np.prod([values.shape[a] for a in axes]))
-        if count == 0:
+        finite = ~np.isnan(values)
+        count = finite.sum(axis=axes).astype(np.float64)
+        if not count.any():
             return
-        mean = values.mean(axis=axes)
-        m2 = ((values - np.expand_dims(mean, axes)) ** 2).sum(axis=axes)
-        if self.count == 0:
+        kept = np.where(finite, values, 0.0)
+        mean = kept.sum(axis=axes) / np.maximum(count, 1.0)
+        m2 = (np.where(finite, values - np.expand_dims(mean, axes), 0.0) ** 2).sum(axis=axes)
+        if self.count is None:
             self.count, self.mean, self.m2 = count, mean, m2
             return
         total = self.count + count
         delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * count / total)
+        self.mean = self.mean + delta * (count / np.maximum(total, 1.0))
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * count / np.maximum(total, 1.0))
         self.count = total
 
     def result(self) -> dict:
+        if self.count is None or not np.all(self.count > 0):
+            raise ValueError("no value to take statistics of (every one is NaN, i.e. missing)")
         std = np.sqrt(self.m2 / self.count)
         scale = np.maximum(np.abs(self.mean), 1.0)
         std = np.where(std > 1e-12 * scale, std, 1.0)
-        return {"mean": self.mean.tolist(), "std": std.tolist(), "count": self.count}
+        count = self.count.tolist() if np.ndim(self.count) else int(self.count)
+        return {"mean": self.mean.tolist(), "std": std.tolist(), "count": count}
 
 
 def reduced_axes(example_ndim: int) -> tuple[int, ...]:
     """Axes a statistic is taken over for examples of ``example_ndim`` dims, batch axis 0
-    included: everything but the channel axis for ``[H, W, C]`` inputs, else the batch axis."""
-    return tuple(range(example_ndim)) if example_ndim >= 3 else (0,)
+    included: everything but the channel axis for ``[H, W, C]`` inputs, everything for
+    ``[H, W]`` maps (depth), else the batch axis (per component of a vector)."""
+    if example_ndim >= 3:
+        return tuple(range(example_ndim))
+    return tuple(range(example_ndim + 1)) if example_ndim == 2 else (0,)
 
 
 def compute_statistics(read: Callable[[np.ndarray], Mapping[str, np.ndarray]], count: int, keys: Sequence[str], *,
@@ -81,7 +91,7 @@ def compute_statistics(read: Callable[[np.ndarray], Mapping[str, np.ndarray]], c
     for key, stats in result.items():
         if not np.all(np.isfinite(stats["mean"])) or not np.all(np.isfinite(stats["std"])):
             raise ValueError(f"the statistics of {key!r} are not finite (mean {stats['mean']}, std {stats['std']}): "
-                             "the training split holds NaN or infinite values")
+                             "the training split holds infinite values")
     return result
 
 

@@ -16,8 +16,19 @@ features when it loads.
 * ``retinopathy`` (Kaggle diabetic retinopathy, TFDS ``btgraham-300`` preprocessing): fundus
   photographs graded 0-4; ``detection`` (any retinopathy, grade > 0) and ``grade`` (5
   classes), the medical detection + grading pair; 128x128.
+* ``cityscapes`` (Cordts et al. 2016): street scenes, the dense pair of MTAN / Nash-MTL's
+  Cityscapes benchmark: ``segmentation`` (the 19 evaluated classes, Cityscapes' ``trainId``;
+  the rest ignored as -1) and ``disparity`` (per pixel, inverse depth: ``(p - 1) / 256`` for a
+  stored value ``p > 0``, missing where ``p = 0``), on the left image, 128x256. TFDS's built-in
+  configs hold either labels or disparity, so the recipe builds one with both
+  (``CityscapesConfig(segmentation_labels=True, disparity_maps=True)``); the zips
+  (``leftImg8bit_trainvaltest``, ``gtFine_trainvaltest``, ``disparity_trainvaltest``) are placed
+  by hand, as TFDS's catalog says. The 500 official validation images are the test split; the
+  last 10 % of train the validation split.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from mtl_jax.data.tfds_tasks import FeatureTask
 
@@ -36,6 +47,38 @@ RETINOPATHY_GRADES = ("none", "mild", "moderate", "severe", "proliferative")
 def any_retinopathy(grade):
     """Detection target: 1 where the grade shows any retinopathy (grade > 0)."""
     return grade > 0
+
+
+# Cityscapes labelId -> trainId (the 19 evaluated classes; every other id is ignored).
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                        26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                      "bicycle")
+
+
+def cityscapes_train_ids(label_ids):
+    """Segmentation target: each pixel's trainId (0-18), -1 (missing) for the ignored classes."""
+    table = np.full(256, -1, np.int32)
+    for label_id, train_id in CITYSCAPES_TRAIN_IDS.items():
+        table[label_id] = train_id
+    return table[np.asarray(label_ids).astype(np.int64) % 256]
+
+
+def cityscapes_disparity(stored):
+    """Disparity target ``[H, W]``: ``(p - 1) / 256`` where the stored value ``p > 0``, NaN
+    (missing) where it is 0, as the Cityscapes toolkit decodes its disparity PNGs."""
+    stored = np.asarray(stored, np.float32)
+    stored = stored[..., 0] if stored.ndim == 3 else stored
+    return np.where(stored > 0, (stored - 1.0) / 256.0, np.nan).astype(np.float32)
+
+
+def cityscapes_config():
+    """The TFDS builder config with both segmentation labels and disparity maps."""
+    from tensorflow_datasets.datasets.cityscapes.cityscapes_dataset_builder import CityscapesConfig
+
+    return CityscapesConfig(name="segmentation_and_disparity", segmentation_labels=True, disparity_maps=True,
+                            description="Cityscapes left images with fine segmentation labels and disparity maps")
 
 
 def _regressions(*features: str) -> dict[str, FeatureTask]:
@@ -77,5 +120,15 @@ RECIPES = {
                   "grade": FeatureTask("label", "classification", 5)},
         "class_names": {"grade": RETINOPATHY_GRADES},
         "defaults": {"image_size": (128, 128)},
+    },
+    "cityscapes": {
+        "tfds_name": "cityscapes",
+        "description": "Cityscapes street scenes (TFDS, manual download): segmentation (19 classes) and disparity "
+                       "(per pixel), 128x256",
+        "tasks": {"segmentation": FeatureTask("segmentation_label", "segmentation", 19, derive=cityscapes_train_ids),
+                  "disparity": FeatureTask("disparity_map", "depth", derive=cityscapes_disparity)},
+        "class_names": {"segmentation": CITYSCAPES_CLASSES},
+        "defaults": {"input": "image_left", "image_size": (128, 256), "builder_config": cityscapes_config,
+                     "train_split": "train[:90%]", "validation_split": "train[90%:]", "test_split": "validation"},
     },
 }

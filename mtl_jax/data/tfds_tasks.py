@@ -121,16 +121,18 @@ def resolve(task_name: str, feature_task: FeatureTask, features: Mapping[str, An
     return ResolvedTask(kind, classes, names)
 
 
-def tfds_features(name: str, data_dir: str | Path | None = None) -> dict[str, Any]:
+def tfds_features(name: str, data_dir: str | Path | None = None, builder_config=None) -> dict[str, Any]:
     """The flattened features of TFDS dataset ``name`` (from its builder's code or prepared
-    metadata; nothing is downloaded). An unknown name is named with the closest TFDS names."""
+    metadata; nothing is downloaded), with a custom ``builder_config`` if given. An unknown name
+    is named with the closest TFDS names."""
     import tensorflow_datasets as tfds
 
     from mtl_jax.data.generated import default_data_dir, quiet_absl
 
     with quiet_absl():
         try:
-            builder = tfds.builder(name, data_dir=str(data_dir or default_data_dir()))
+            builder = tfds.builder(name, data_dir=str(data_dir or default_data_dir()),
+                                   **({"config": builder_config} if builder_config is not None else {}))
         except tfds.core.registered.DatasetNotFoundError:
             known = tfds.list_builders(with_community_datasets=False)
             raise KeyError(f"data.name: TFDS has no dataset {name.split('/')[0]!r}"
@@ -155,6 +157,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int] | None, *, labels: boo
         squeezed = squeezed.astype(np.float32)
     resized = np.asarray(Image.fromarray(squeezed).resize((width, height), resample))
     return resized[..., None] if image.ndim == 3 and image.shape[-1] == 1 else resized
+
+
+def resize_map(values: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """A float map with missing (NaN) pixels resized bilinearly as a normalised convolution: each
+    output pixel is the weighted mean of the valid pixels under it, and missing where they are
+    less than half of its footprint (a plain resize spreads every NaN over its neighbours)."""
+    values = np.asarray(values, np.float32)
+    valid = ~np.isnan(values)
+    if valid.all():
+        return resize_image(values, size)
+    total = resize_image(np.where(valid, values, 0.0).astype(np.float32), size)
+    weight = resize_image(valid.astype(np.float32), size)
+    return np.where(weight >= 0.5, total / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +200,7 @@ class Transform:
                 value = resize_image(value, self.image_size, labels=True)
                 value = (value[..., 0] if value.ndim == 3 else value).astype(np.int32)
             elif kind == "depth":
-                value = resize_image(value.astype(np.float32), self.image_size)
+                value = resize_map(value, self.image_size)
             elif kind == "classification":
                 value = value.astype(np.int32)
             elif kind in ("binary", "multilabel"):
@@ -199,9 +214,11 @@ class Transform:
         return out
 
 
-def tfds_sources(name: str, splits: Mapping[str, str], data_dir: str | Path | None, download: bool) -> dict:
+def tfds_sources(name: str, splits: Mapping[str, str], data_dir: str | Path | None, download: bool,
+                 builder_config=None) -> dict:
     """``{split: TFDS data source}`` (random access) of dataset ``name`` for the TFDS split specs
-    given (``"train[:80%]"``), prepared as array_record under ``data_dir`` once."""
+    given (``"train[:80%]"``), prepared as array_record under ``data_dir`` once; ``builder_config``:
+    a custom TFDS builder config (e.g. Cityscapes with both segmentation and disparity)."""
     import tensorflow_datasets as tfds
 
     from mtl_jax.data.generated import default_data_dir, quiet_absl
@@ -210,7 +227,8 @@ def tfds_sources(name: str, splits: Mapping[str, str], data_dir: str | Path | No
     with quiet_absl():
         try:
             return {split: tfds.data_source(name, split=spec, data_dir=data_dir, download=download,
-                                            builder_kwargs={"file_format": "array_record"})
+                                            builder_kwargs={"file_format": "array_record",
+                                                            **({"config": builder_config} if builder_config else {})})
                     for split, spec in splits.items()}
         except AssertionError as error:  # TFDS asserts when download=False finds nothing prepared
             raise FileNotFoundError(f"tfds dataset {name!r} is not prepared under {data_dir} and data.download is "
@@ -220,11 +238,12 @@ def tfds_sources(name: str, splits: Mapping[str, str], data_dir: str | Path | No
 def load_tfds(name: str, *, tasks: Mapping[str, FeatureTask], input: str = "image", train_split: str = "train",
               validation_split: str = "validation", test_split: str = "test",
               image_size: tuple[int, int] | None = None, download: bool = True, in_memory: bool = False,
-              statistics_examples: int = 20_000, threads: int = 1,
+              statistics_examples: int = 20_000, threads: int = 1, builder_config=None,
               data_dir: str | Path | None = None) -> dict[str, Any]:
     """``{split: dataset}`` of TFDS dataset ``name`` with ``tasks`` read from its features (see the
     module doc). A split left empty (``validation_split=""``) is not loaded. ``in_memory=True``
-    reads each split into numpy arrays (small datasets only)."""
+    reads each split into numpy arrays (small datasets only). ``builder_config``: a function
+    returning a custom TFDS builder config (called here, so that recipes import no TFDS)."""
     import tensorflow_datasets as tfds
 
     from mtl_jax.data.generated import default_data_dir, quiet_absl
@@ -233,9 +252,10 @@ def load_tfds(name: str, *, tasks: Mapping[str, FeatureTask], input: str = "imag
 
     data_dir = str(data_dir or default_data_dir())
     image_size = None if image_size is None else tuple(int(s) for s in image_size)
+    config = builder_config() if callable(builder_config) else builder_config
     with quiet_absl():
-        builder = tfds.builder(name, data_dir=data_dir)
-    features = tfds_features(name, data_dir)
+        builder = tfds.builder(name, data_dir=data_dir, **({"config": config} if config is not None else {}))
+    features = tfds_features(name, data_dir, config)
     if input not in features:
         raise KeyError(f"data.input: {name} has no feature {input!r}{did_you_mean(input, features)} "
                        f"(features: {', '.join(sorted(features))})")
@@ -243,11 +263,12 @@ def load_tfds(name: str, *, tasks: Mapping[str, FeatureTask], input: str = "imag
     split_specs = {split: spec for split, spec in zip(SPLITS, (train_split, validation_split, test_split)) if spec}
     if "train" not in split_specs:
         raise ValueError("data.train_split is required")
-    sources = tfds_sources(name, split_specs, data_dir, download)
+    sources = tfds_sources(name, split_specs, data_dir, download, config)
     input_key = input.replace("/", "_")
     raw = Transform(input, input_key, image_size, resolved)
     standardised = [input_key] + [task for task, (_, r) in resolved.items() if r.kind in STANDARDISED_KINDS]
-    request = {"dataset": name, "version": str(builder.version), "split": split_specs["train"], "input": input,
+    request = {"dataset": name, "config": builder.builder_config.name if builder.builder_config else None,
+               "version": str(builder.version), "split": split_specs["train"], "input": input,
                "image_size": image_size, "keys": standardised,
                "targets": {t: [f.feature, f.kind, _name_of(f.derive)] for t, (f, _) in resolved.items()
                            if t in standardised},
