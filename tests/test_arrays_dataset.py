@@ -30,7 +30,7 @@ def _splits(tmp_path, **extra):
 
 def _config(paths, *overrides):
     data = [f"data.{split}={path}" for split, path in paths.items()]
-    return load_config(CONFIG, [*data, "epochs=2", "batch_size=16", *overrides])
+    return load_config(CONFIG, [*data, "epochs=2", "batch_size=16", "plots=False", *overrides])
 
 
 def test_arrays_train_evaluate_and_predict_from_a_config(tmp_path):

@@ -59,7 +59,7 @@ def test_the_recommendation_example_compares_hard_sharing_mmoe_and_ple(tmp_path,
     example = _load_example()
     real = example.load_config
     monkeypatch.setattr(example, "load_config", lambda path, overrides: real(
-        path, [*overrides, "data.validation_size=300", "data.test_size=600"]))
+        path, [*overrides, "data.validation_size=300", "data.test_size=600", "plots=False"]))
     comparison = example.run(str(tmp_path), epochs=3, train_size=5000, progress=False, data_dir=str(data_dir))
     assert list(comparison) == ["hard", "mmoe", "ple"]
     for name, row in comparison.items():
@@ -77,7 +77,7 @@ def test_the_recommendation_example_compares_hard_sharing_mmoe_and_ple(tmp_path,
 
 def test_a_columns_config_with_a_trace_norm_penalty_trains_and_logs_it(tmp_path, data_dir):
     config = load_config("experiments/configs/clicks_columns.py", [
-        "data.train_size=300", "data.validation_size=100", "data.test_size=100", "epochs=2"])
+        "data.train_size=300", "data.validation_size=100", "data.test_size=100", "epochs=2", "plots=False"])
     results = train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
     assert np.isfinite(results["final"]["click/log_loss"])
     history = json.loads((tmp_path / "history.json").read_text())

@@ -15,7 +15,7 @@ from mtl_jax.metrics import delta_m
 
 BASE = Path("experiments/configs/houses_mtl.py").resolve()
 TINY = ["data.train_size=64", "data.validation_size=16", "data.test_size=32", "epochs=2", "batch_size=32",
-        "model=mlp", "model_kwargs.features=(16,)", "head_hidden=()", "best_metric=", "tensorboard=False",
+        "model=mlp", "model_kwargs.features=(16,)", "head_hidden=()", "best_metric=", "tensorboard=False", "plots=False",
         "tasks={'price': {'weight': 1.0}, 'kind': {'weight': 1.0}}"]
 
 

@@ -138,7 +138,7 @@ def test_every_shipped_config_resolves_every_name(path):  # compare configs: tes
 @pytest.mark.long
 def test_a_weighting_config_trains_end_to_end(tmp_path, data_dir):
     config = load_config("experiments/configs/houses_uw.py", [
-        "data.train_size=96", "data.validation_size=40", "data.test_size=40", "epochs=1", "batch_size=32"])
+        "plots=False", "data.train_size=96", "data.validation_size=40", "data.test_size=40", "epochs=1", "batch_size=32"])
     results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
     assert set(results["final"]) >= {"price/rmse", "windows/rmse", "kind/accuracy", "storeys/accuracy",
                                      "roof_colour/accuracy"}

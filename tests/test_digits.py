@@ -87,7 +87,7 @@ def test_the_config_trains_both_digits_well_above_chance(tmp_path, data_dir):
     from mtl_jax.config import load_config
 
     config = load_config("experiments/configs/multi_digits.py", [
-        "data.train_size=1500", "data.validation_size=200", "data.test_size=200", "epochs=4"])
+        "data.train_size=1500", "data.validation_size=200", "data.test_size=200", "epochs=4", "plots=False"])
     results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
     final = results["final"]
     assert final["left/accuracy"] > 0.3 and final["right/accuracy"] > 0.3, final  # chance: 0.1

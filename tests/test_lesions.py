@@ -64,7 +64,8 @@ def test_the_config_trains_detection_grading_and_the_mask(tmp_path, data_dir):
     from mtl_jax.config import load_config
 
     config = load_config("experiments/configs/lesions.py", [
-        "data.train_size=400", "data.validation_size=50", "data.test_size=200", "epochs=2", "batch_size=32"])
+        "data.train_size=400", "data.validation_size=50", "data.test_size=200", "epochs=2", "batch_size=32",
+        "plots=False"])
     final = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)["final"]
     # a short run (README: 0.96 / 0.62 / 0.80 after 10 epochs on 4,000; here 0.78 / - / 0.47): detection and the mask
     # learn, and the grade, labelled on about half the scans, trains without a NaN

@@ -28,7 +28,8 @@ def test_the_recipe_streams_ratings_and_the_config_trains_on_them(tmp_path, data
         assert batch["fields"].shape == (8, 6) and batch["fields"].dtype == np.int32
         assert ((batch["fields"] >= 0) & (batch["fields"] < np.asarray(VOCAB_SIZES))).all()
         assert set(np.unique(batch["like"])) <= {0.0, 1.0}
-        config = load_config("experiments/configs/movielens.py", ["epochs=1", "batch_size=16", "eval_batch_size=16"])
+        config = load_config("experiments/configs/movielens.py", ["epochs=1", "batch_size=16", "eval_batch_size=16",
+                                                                           "plots=False"])
         results = experiment.train_and_evaluate(config, tmp_path, progress=False, data_dir=data_dir)
     # mock ratings are random floats below 4: no like, so AUC is undefined; the loss is not
     assert np.isfinite(results["final"]["rating/rmse"]) and np.isfinite(results["final"]["like/loss"])

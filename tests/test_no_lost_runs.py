@@ -37,7 +37,7 @@ from conftest import toy_regression_classification
 CONFIG = "experiments/configs/seed_cnn.py"
 TINY = ["--set", "data.train_size=96", "--set", "data.validation_size=40", "--set", "data.test_size=40",
         "--set", "batch_size=16", "--set", "eval_batch_size=40", "--set", "log_every_steps=2",
-        "--set", "checkpoint_every_steps=4", "--set", "tensorboard=False"]
+        "--set", "checkpoint_every_steps=4", "--set", "tensorboard=False", "--set", "plots=False"]
 TASKS = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
 MODEL = hard_sharing(MLP((16,)), TASKS)
 DATA = toy_regression_classification(40, seed=1)

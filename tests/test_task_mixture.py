@@ -156,7 +156,8 @@ def test_the_multi_input_config_deals_the_train_split_into_corpora_and_trains_on
     from mtl_jax.config import load_config
 
     config = load_config("experiments/configs/reviews_multi_input.py", [
-        "data.train_size=352", "data.validation_size=64", "data.test_size=64", "epochs=1", "batch_size=32"])
+        "data.train_size=352", "data.validation_size=64", "data.test_size=64", "epochs=1", "batch_size=32",
+        "plots=False"])
     built = experiment.build(config, data_dir)
     assert built.train.sizes() == [317, 35]  # 90 % sentiment, 10 % topic (tasks in name order)
     # 10 + 2 batches; p ~ n^(1/2): sqrt(317) / (sqrt(317) + sqrt(35)) = 0.7505 of 12 steps: 9.006

@@ -51,7 +51,7 @@ def test_the_recipe_config_trains_and_evaluates_each_task_on_its_own_corpus(tmp_
     config = load_config("experiments/configs/imdb_ag_news.py", [
         "data.vocab_size=256", "data.max_length=16", "model_kwargs.vocab_size=256", "model_kwargs.max_length=16",
         "model_kwargs.embed_dim=8", "model_kwargs.layers=1", "model_kwargs.num_heads=1", "model_kwargs.mlp_dim=8",
-        "head_hidden=()", "epochs=1", "batch_size=8", "task_sampling=temperature"])
+        "head_hidden=()", "epochs=1", "batch_size=8", "task_sampling=temperature", "plots=False"])
     with mock_tfds(16):
         built = experiment.build(config, data_dir)
         assert built.train.sampling == "temperature" and built.train.steps(8) == 4
