@@ -135,7 +135,8 @@ def _wait_for_checkpoint(process, workdir, timeout=300):
 
 @pytest.mark.long
 def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path, data_dir):
-    args = ["--config", CONFIG, *TINY, "--set", "epochs=8", "--set", "checkpoint_every_steps=5", "--quiet"]
+    args = ["--config", CONFIG, *TINY, "--set", "epochs=8", "--set", "checkpoint_every_steps=5", "--set", "plots=False",
+            "--quiet"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _run(data_dir, "train", *args, "--workdir", whole)
 
