@@ -19,4 +19,4 @@ demo: $(STAMP)
 	$(VENV)/bin/python experiments/seed_cnn.py --workdir runs/seed_cnn --resume
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n auto tests
+	$(VENV)/bin/python -m pytest -n auto --dist worksteal tests
