@@ -94,6 +94,7 @@ class TaskMixture:
             self.groups.append(targets)
             self.datasets.append(data)
         self.targets = tuple(owner)
+        self._sizes = [num_examples(d) for d in self.datasets]  # fixed: read once, not per batch
         self._layout = self._check_layout()
 
     def _check_layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -134,7 +135,7 @@ class TaskMixture:
     # -- sizes and the schedule ---------------------------------------------------------------
 
     def sizes(self) -> list[int]:
-        return [num_examples(d) for d in self.datasets]
+        return list(self._sizes)
 
     def passes(self, batch_size: int) -> list[int]:
         """Batches in one pass over each dataset."""
@@ -201,7 +202,7 @@ class TaskMixture:
         """Dataset ``group``'s ``k``-th batch since the start of training."""
         per_pass = self.passes(batch_size)[group]
         pass_, position = divmod(k, per_pass)
-        n = self.sizes()[group]
+        n = self._sizes[group]
         order = np.random.default_rng([seed, group, pass_]).permutation(n)
         return self._batch(group, order, position, batch_size)
 
