@@ -64,7 +64,24 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
     The state argument is donated: its buffers are reused for the new state, so keep
     using the returned state, not the one passed in.
     """
+    return jax.jit(train_step_function(model, tasks, optimizer, weighting, input_key, penalty), donate_argnums=0)
 
+
+@functools.lru_cache(maxsize=16)
+def make_seeds_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
+                          weighting: Method, input_key: InputKey = "image", penalty: Callable | None = None):
+    """The train step of :func:`make_train_step` over S runs at once, as one compiled program:
+    ``(states, batches) -> (states, outputs)`` with every leaf stacked on a leading axis of size S
+    (``jax.vmap``; :mod:`mtl_jax.train.seeds`). Each run's slice is exactly what the single step
+    computes on it (up to floating-point reassociation of the batched operations)."""
+    return jax.jit(jax.vmap(train_step_function(model, tasks, optimizer, weighting, input_key, penalty)),
+                   donate_argnums=0)
+
+
+def train_step_function(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
+                        weighting: Method, input_key: InputKey = "image", penalty: Callable | None = None):
+    """The pure, not yet compiled ``train_step(state, batch) -> (state, outputs)`` (see
+    :func:`make_train_step`)."""
     if weighting.needs not in NEEDS:
         raise ValueError(f"weighting needs {weighting.needs!r}; the step provides {NEEDS}")
     if weighting.needs in GRADIENT_NEEDS:
@@ -126,19 +143,31 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
             outputs["penalty"] = penalty_value
         return new_state, outputs
 
-    return jax.jit(train_step, donate_argnums=0)
+    return train_step
 
 
 @functools.lru_cache(maxsize=64)
 def make_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey = "image"):
     """Returns the jitted ``eval_step(params, batch) -> outputs`` (loss sums/counts, metric stats)."""
+    return jax.jit(eval_step_function(model, tasks, input_key))
+
+
+@functools.lru_cache(maxsize=16)
+def make_seeds_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey = "image"):
+    """:func:`make_eval_step` for S runs' parameters stacked on a leading axis, on one shared
+    batch: ``(params[S], batch) -> outputs[S]``."""
+    return jax.jit(jax.vmap(eval_step_function(model, tasks, input_key), in_axes=(0, None)))
+
+
+def eval_step_function(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey = "image"):
+    """The pure, not yet compiled ``eval_step(params, batch) -> outputs``."""
 
     def eval_step(params, batch):
         predictions = model.apply({"params": params}, select_inputs(batch, input_key), train=False)
         _, sums, counts = task_losses(tasks, predictions, batch)
         return {"loss_sum": sums, "loss_count": counts, "stats": metric_stats(tasks, predictions, batch)}
 
-    return jax.jit(eval_step)
+    return eval_step
 
 
 @functools.lru_cache(maxsize=64)

@@ -38,14 +38,19 @@ class NonFinite(Hook):
             row["skipped_steps"] = run.meta["skipped_steps"]
 
     def _message(self, run, step, outputs) -> str:
-        bad = [t.name for t, total in zip(run.tasks, outputs["loss_sum"]) if not math.isfinite(float(total))]
-        norm = float(outputs["grad_norm"])
-        what = (f"loss for task(s) {bad}" if bad
-                else f"gradient (norm {norm}; losses finite)" if not math.isfinite(norm)
-                else f"update (losses and gradient norm {norm:.3g} finite; the new parameters or optimizer "
-                     "state overflowed)")
+        what = not_finite(run.tasks, outputs)
         saved = self.checkpointer.steps() if self.checkpointer is not None else []
         last = f"; the last checkpoint is step {saved[-1]}" if saved else ""
         return (f"non-finite {what} at step {step} (epoch {run.epoch + 1}); training stopped and this state "
                 f"was not checkpointed{last}. Lower the learning rate, clip gradients, check the targets, or "
                 "pass nonfinite='skip' to drop such steps")
+
+
+def not_finite(tasks, outputs) -> str:
+    """What of a step (its host outputs) was not finite: ``"loss for task(s) [...]"``, the gradient or the update."""
+    bad = [t.name for t, total in zip(tasks, outputs["loss_sum"]) if not math.isfinite(float(total))]
+    norm = float(outputs["grad_norm"])
+    return (f"loss for task(s) {bad}" if bad
+            else f"gradient (norm {norm}; losses finite)" if not math.isfinite(norm)
+            else f"update (losses and gradient norm {norm:.3g} finite; the new parameters or optimizer "
+                 "state overflowed)")
