@@ -105,6 +105,50 @@ def test_finished_runs_are_not_trained_again_and_a_changed_grid_is_refused(finis
                 progress=False, data_dir=data_dir)
 
 
+def test_seeds_trained_together_equal_a_run_alone_and_leave_usable_run_folders(finished, tmp_path, data_dir):
+    """The fixture's grid trained each cell's two seeds as one program (seeds_at_once = 0)."""
+    path, work, _ = finished
+    _, grid, configs, _ = plan(path)
+    uw = {run.seed: run for run in grid if dict(run.cell).get("method") == "uw"}
+    together = json.loads((work / "runs" / uw[1].folder / "run.json").read_text())
+    assert together["seeds_at_once"] == 2
+    alone = experiment.train_and_evaluate(configs[uw[1]], tmp_path / "alone", progress=False, data_dir=data_dir)
+    assert set(alone["final"]) == set(together["metrics"])
+    for key, value in alone["final"].items():
+        assert together["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # the folder is a run like any other: its checkpoint evaluates to its recorded test metrics
+    again = experiment.evaluate_run(work / "runs" / uw[1].folder, "test", data_dir=data_dir)
+    assert again == pytest.approx(together["metrics"], rel=1e-6)
+
+
+def test_a_group_out_of_memory_is_halved_until_it_fits(tmp_path, monkeypatch, data_dir, capsys):
+    import mtl_jax.experiment_seeds as together
+
+    sizes = []
+
+    def results(config, count):
+        return {"final": {"price/rmse": 1.0 + config.seed, "kind/accuracy": 0.5}, "steps": 4, "seeds_at_once": count}
+
+    def fake(configs, workdirs, **kwargs):
+        sizes.append(len(configs))
+        if len(configs) > 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB")
+        return [results(config, len(configs)) for config in configs]
+
+    def alone(config, workdir, **kwargs):
+        sizes.append(1)
+        return results(config, 1)
+
+    monkeypatch.setattr(together, "train_and_evaluate_seeds", fake)
+    monkeypatch.setattr(experiment, "train_and_evaluate", alone)
+    path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0, 1, 2, 3, 4))
+    path.write_text(path.read_text().replace("return config", "config.single_task = False\n    return config"))
+    summary = compare(path, tmp_path / "work", progress=False, data_dir=data_dir)
+    assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert "ran out of memory" in capsys.readouterr().out
+    assert summary["datasets"][""][0].seeds == [0, 1, 2, 3, 4]
+
+
 def test_an_interrupted_run_is_continued_only_with_resume(tmp_path, data_dir):
     path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0,))
     work = tmp_path / "work"

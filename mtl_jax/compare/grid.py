@@ -13,6 +13,8 @@ A compare config (``experiments/configs/compare_<name>.py``) is a Python file wh
     config.baseline_axes = ["dataset"]     # axes that change the data: baselines per value of these
     config.metrics = []                    # "task/metric" to report (default: each task's first metric)
     config.checkpoint = "final"            # test metrics of the final state, or of the "best" checkpoint
+    config.seeds_at_once = 0               # a cell's seeds trained as one vmapped program, this many at
+                                           # a time (0: all; 1: one by one, as mtl-jax train runs them)
 
 Each cell is the product of one value per axis (in the order the axes are written), each run
 ``seed=<s>`` of it. A single-task baseline trains the base config (with the overrides and those
@@ -82,6 +84,7 @@ def compare_defaults() -> ml_collections.ConfigDict:
     config.baseline_axes = [DATASET_AXIS]
     config.metrics = []
     config.checkpoint = "final"
+    config.seeds_at_once = 0
     return config
 
 
@@ -99,6 +102,9 @@ def check_compare_config(config: ml_collections.ConfigDict) -> None:
     unknown_axes = [axis for axis in config.baseline_axes if axis != DATASET_AXIS and axis not in dict(config.axes)]
     if unknown_axes:
         raise KeyError(f"baseline_axes {unknown_axes} are not axes of the grid ({sorted(dict(config.axes))})")
+    if not isinstance(config.seeds_at_once, int) or isinstance(config.seeds_at_once, bool) or config.seeds_at_once < 0:
+        raise ValueError(f"seeds_at_once must be a whole number >= 0 (0: all seeds at once), got "
+                         f"{config.seeds_at_once!r}")
     if config.checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final' or 'best', got {config.checkpoint!r}")
     for axis, values in dict(config.axes).items():

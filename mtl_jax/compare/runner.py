@@ -15,6 +15,13 @@ makes it, plus ``run.json``: its test metrics, steps and seconds, written last),
 * An interrupted run (checkpoints but no ``run.json``) is continued with ``--resume`` from its
   latest checkpoint; without it the command stops and says so. ``--resume`` also retries the
   failed runs.
+* Seeds together: a cell's seeds train as one vmapped program
+  (:mod:`mtl_jax.experiment_seeds`, ``seeds_at_once`` of them at a time; 0: all), each into its
+  own run folder as above, with the group's time shared equally in ``seconds``. A cell whose
+  config cannot (per-step evaluation, affinity, ``task_sampling``) or a seed with a run to
+  resume trains alone; a group that runs out of device memory is halved until it fits. A
+  group interrupted before it finished trains again from the start (nothing of it is written
+  before it ends).
 """
 from __future__ import annotations
 
@@ -92,7 +99,6 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
     """Trains every run of the compare config at ``path`` not yet finished in ``workdir`` and
     writes the summary; returns it (:func:`mtl_jax.compare.report.summarise_grid`)."""
     from mtl_jax.compare.report import summarise_grid, write_report
-    from mtl_jax.experiment import train_and_evaluate
 
     config, grid, configs, keys_of = plan(path, overrides)
     workdir = Path(workdir)
@@ -107,28 +113,102 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
             raise FileExistsError(f"{folder} holds an unfinished or failed run; pass --resume to continue it")
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "compare.json", config.to_dict())
-    for index, run in enumerate(grid):
-        folder = folders[run]
-        if (folder / RUN_FILE).exists():
-            continue
-        print(f"[{index + 1}/{len(grid)}] {run.folder}", flush=True)
-        (folder / ERROR_FILE).unlink(missing_ok=True)
-        start = time.perf_counter()
-        try:
-            results = train_and_evaluate(configs[run], folder, resume=resume and bool(previous_run(folder)),
-                                         progress=progress, data_dir=data_dir)
-        except Exception as error:  # noqa: BLE001 - a failed run is reported; the grid goes on
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / ERROR_FILE, {"error": f"{type(error).__name__}: {error}",
-                                             "traceback": traceback.format_exc()})
-            print(f"  failed: {type(error).__name__}: {error}", flush=True)
-            continue
-        metrics = results.get("best") if config.checkpoint == "best" else results.get("final")
-        write_json(folder / RUN_FILE, {"metrics": metrics or results.get("final"), "steps": results.get("steps"),
-                                       "seconds": time.perf_counter() - start})
+    todo = [run for run in grid if not (folders[run] / RUN_FILE).exists()]
+    done = len(grid) - len(todo)
+    for group in _groups(todo, config.seeds_at_once, configs, folders):
+        names = f"{group[0].folder}" if len(group) == 1 else (
+            f"{group[0].folder.rsplit('/', 1)[0]}/seed{{{','.join(str(run.seed) for run in group)}}} (together)")
+        print(f"[{done + 1}-{done + len(group)}/{len(grid)}] {names}" if len(group) > 1
+              else f"[{done + 1}/{len(grid)}] {names}", flush=True)
+        done += len(group)
+        for run in group:
+            (folders[run] / ERROR_FILE).unlink(missing_ok=True)
+        if len(group) == 1:
+            _train_one(group[0], configs, folders, config, resume, progress, data_dir)
+        else:
+            _train_together(group, configs, folders, config, progress, data_dir)
     summary = summarise_grid(grid, {run: _read(folders[run]) for run in grid}, keys_of)
     write_report(summary, workdir)
     return summary
+
+
+def _groups(todo: list[Run], seeds_at_once: int, configs: dict, folders: dict) -> list[list[Run]]:
+    """The runs to train, in grid order, as groups trained together: a cell's seeds (at most
+    ``seeds_at_once``, 0: all) when its config allows it and no seed has a run to resume."""
+    from mtl_jax.experiment_seeds import seeds_together
+
+    groups: list[list[Run]] = []
+    joinable = False  # whether the last group takes more runs
+    for run in todo:
+        alone = seeds_at_once == 1 or bool(seeds_together(configs[run])) or bool(previous_run(folders[run]))
+        last = groups[-1] if groups else None
+        if (joinable and not alone and (last[0].cell, last[0].only_task) == (run.cell, run.only_task)
+                and (seeds_at_once == 0 or len(last) < seeds_at_once)):
+            last.append(run)
+        else:
+            groups.append([run])
+            joinable = not alone
+    return groups
+
+
+def _train_one(run: Run, configs: dict, folders: dict, config, resume: bool, progress, data_dir) -> None:
+    from mtl_jax.experiment import train_and_evaluate
+
+    folder, start = folders[run], time.perf_counter()
+    try:
+        results = train_and_evaluate(configs[run], folder, resume=resume and bool(previous_run(folder)),
+                                     progress=progress, data_dir=data_dir)
+    except Exception as error:  # noqa: BLE001 - a failed run is reported; the grid goes on
+        _failed(folder, f"{type(error).__name__}: {error}", traceback.format_exc())
+        return
+    _finished(folder, results, config, time.perf_counter() - start)
+
+
+def _train_together(group: list[Run], configs: dict, folders: dict, config, progress, data_dir) -> None:
+    """The group's seeds as one vmapped program; a group that does not fit in memory is halved."""
+    from mtl_jax.experiment_seeds import train_and_evaluate_seeds
+
+    start = time.perf_counter()
+    try:
+        outcomes = train_and_evaluate_seeds([configs[run] for run in group], [folders[run] for run in group],
+                                            progress=progress, data_dir=data_dir)
+    except Exception as error:  # noqa: BLE001 - a failed group is reported; the grid goes on
+        if _out_of_memory(error) and len(group) > 1:
+            half = len(group) // 2
+            print(f"  {len(group)} seeds at once ran out of memory: {half} and {len(group) - half} at once",
+                  flush=True)
+            for part in (group[:half], group[half:]):
+                if len(part) > 1:
+                    _train_together(part, configs, folders, config, progress, data_dir)
+                else:
+                    _train_one(part[0], configs, folders, config, False, progress, data_dir)
+            return
+        for run in group:
+            _failed(folders[run], f"{type(error).__name__}: {error}", traceback.format_exc())
+        return
+    seconds = (time.perf_counter() - start) / len(group)  # the group's time, shared
+    for run, outcome in zip(group, outcomes):
+        if isinstance(outcome, str):
+            _failed(folders[run], outcome, "")
+        else:
+            _finished(folders[run], outcome, config, seconds)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+
+
+def _failed(folder: Path, error: str, trace: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / ERROR_FILE, {"error": error, "traceback": trace})
+    print(f"  failed ({folder.name}): {error}", flush=True)
+
+
+def _finished(folder: Path, results: dict, config, seconds: float) -> None:
+    metrics = results.get("best") if config.checkpoint == "best" else results.get("final")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / RUN_FILE, {"metrics": metrics or results.get("final"), "steps": results.get("steps"),
+                                   "seconds": seconds, "seeds_at_once": results.get("seeds_at_once") or 1})
 
 
 def _read(folder: Path) -> dict:
