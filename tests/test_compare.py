@@ -37,10 +37,12 @@ def _write(tmp_path, axes, name="grid.py", seeds=(0, 1), overrides=TINY):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir):
-    """A 2 methods x 2 seeds grid with its 2 x 2 single-task runs, one method failing (NaN loss)."""
+    """A 2 methods x 2 seeds grid with its 2 x 2 single-task runs, one method failing (NaN loss);
+    each cell's seeds trained together (as on a GPU)."""
     tmp_path = tmp_path_factory.mktemp("compare")
     axes = {"method": {"uw": ["weighting=uw"], "diverges": ["weighting=equal", "learning_rate=1e30"]}}
     path = _write(tmp_path, axes)
+    path.write_text(path.read_text().replace("return config", "config.seeds_at_once = 0\n    return config"))
     summary = compare(path, tmp_path / "work", progress=False, data_dir=data_dir)
     return path, tmp_path / "work", summary
 
@@ -142,7 +144,8 @@ def test_a_group_out_of_memory_is_halved_until_it_fits(tmp_path, monkeypatch, da
     monkeypatch.setattr(together, "train_and_evaluate_seeds", fake)
     monkeypatch.setattr(experiment, "train_and_evaluate", alone)
     path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0, 1, 2, 3, 4))
-    path.write_text(path.read_text().replace("return config", "config.single_task = False\n    return config"))
+    path.write_text(path.read_text().replace("return config", "config.single_task = False\n"
+                                                                "    config.seeds_at_once = 0\n    return config"))
     summary = compare(path, tmp_path / "work", progress=False, data_dir=data_dir)
     assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
     assert "ran out of memory" in capsys.readouterr().out
@@ -166,6 +169,18 @@ def test_a_typo_anywhere_in_the_grid_is_named_before_anything_trains(tmp_path):
     with pytest.raises(KeyError, match="method=typo.*uncertanty"):
         plan(path)
     assert not (tmp_path / "work").exists()
+
+
+def test_seeds_at_once_is_checked_and_by_default_follows_the_device(tmp_path):
+    import jax
+    from mtl_jax.compare.grid import seeds_at_once
+
+    path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}})
+    for bad in ("-1", "'all'", "True"):
+        with pytest.raises(ValueError, match="seeds_at_once must be"):
+            plan(path, [f"seeds_at_once={bad}"])
+    assert seeds_at_once(plan(path)[0]) == (1 if jax.default_backend() == "cpu" else 0)
+    assert seeds_at_once(plan(path, ["seeds_at_once=3"])[0]) == 3
 
 
 def test_axes_that_change_the_data_get_their_own_baselines(tmp_path):

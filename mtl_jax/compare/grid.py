@@ -13,8 +13,9 @@ A compare config (``experiments/configs/compare_<name>.py``) is a Python file wh
     config.baseline_axes = ["dataset"]     # axes that change the data: baselines per value of these
     config.metrics = []                    # "task/metric" to report (default: each task's first metric)
     config.checkpoint = "final"            # test metrics of the final state, or of the "best" checkpoint
-    config.seeds_at_once = 0               # a cell's seeds trained as one vmapped program, this many at
-                                           # a time (0: all; 1: one by one, as mtl-jax train runs them)
+    config.seeds_at_once = None            # a cell's seeds trained as one vmapped program, this many at
+                                           # a time (0: all; 1: one by one, as mtl-jax train runs them;
+                                           # None: all on a GPU/TPU, one by one on a CPU)
 
 Each cell is the product of one value per axis (in the order the axes are written), each run
 ``seed=<s>`` of it. A single-task baseline trains the base config (with the overrides and those
@@ -84,7 +85,7 @@ def compare_defaults() -> ml_collections.ConfigDict:
     config.baseline_axes = [DATASET_AXIS]
     config.metrics = []
     config.checkpoint = "final"
-    config.seeds_at_once = 0
+    config.seeds_at_once = None
     return config
 
 
@@ -102,9 +103,10 @@ def check_compare_config(config: ml_collections.ConfigDict) -> None:
     unknown_axes = [axis for axis in config.baseline_axes if axis != DATASET_AXIS and axis not in dict(config.axes)]
     if unknown_axes:
         raise KeyError(f"baseline_axes {unknown_axes} are not axes of the grid ({sorted(dict(config.axes))})")
-    if not isinstance(config.seeds_at_once, int) or isinstance(config.seeds_at_once, bool) or config.seeds_at_once < 0:
-        raise ValueError(f"seeds_at_once must be a whole number >= 0 (0: all seeds at once), got "
-                         f"{config.seeds_at_once!r}")
+    at_once = config.seeds_at_once
+    if at_once is not None and (not isinstance(at_once, int) or isinstance(at_once, bool) or at_once < 0):
+        raise ValueError(f"seeds_at_once must be None (the device decides) or a whole number >= 0 (0: all seeds "
+                         f"at once, 1: one by one), got {at_once!r}")
     if config.checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final' or 'best', got {config.checkpoint!r}")
     for axis, values in dict(config.axes).items():
@@ -114,6 +116,18 @@ def check_compare_config(config: ml_collections.ConfigDict) -> None:
             if isinstance(overrides, str) or not all(isinstance(o, str) and "=" in o for o in overrides):
                 raise ValueError(f"axis {axis!r}, value {value!r}: give a list of 'key=value' overrides, "
                                  f"got {overrides!r}")
+
+
+def seeds_at_once(config: ml_collections.ConfigDict) -> int:
+    """How many seeds of a cell train as one program: None is all of them (0) on a GPU or
+    TPU and one (1) on a CPU, where one vmapped program was measured slower than the runs one
+    after another (benchmarks/seeds_speed.py: the CPU is busy with one run already, and a
+    vmapped convolution becomes a grouped one)."""
+    if config.seeds_at_once is not None:
+        return config.seeds_at_once
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else 0
 
 
 def data_axes(config: ml_collections.ConfigDict) -> list[str]:

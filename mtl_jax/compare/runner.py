@@ -16,7 +16,8 @@ makes it, plus ``run.json``: its test metrics, steps and seconds, written last),
   latest checkpoint; without it the command stops and says so. ``--resume`` also retries the
   failed runs.
 * Seeds together: a cell's seeds train as one vmapped program
-  (:mod:`mtl_jax.experiment_seeds`, ``seeds_at_once`` of them at a time; 0: all), each into its
+  (:mod:`mtl_jax.experiment_seeds`, ``seeds_at_once`` of them at a time; 0: all; None, the
+  default: all on a GPU/TPU, one by one on a CPU), each into its
   own run folder as above, with the group's time shared equally in ``seconds``. A cell whose
   config cannot (per-step evaluation, affinity, ``task_sampling``) or a seed with a run to
   resume trains alone; a group that runs out of device memory is halved until it fits. A
@@ -33,7 +34,8 @@ from typing import Sequence
 
 import ml_collections
 
-from mtl_jax.compare.grid import Run, check_compare_config, compare_defaults, data_cells, resolve_base, runs
+from mtl_jax.compare.grid import (Run, check_compare_config, compare_defaults, data_cells, resolve_base, runs,
+                                  seeds_at_once)
 from mtl_jax.config import CONFIG_FILE, apply_overrides, config_changes, load_config, read_config
 from mtl_jax.files import write_json
 from mtl_jax.train.run_workdir import previous_run
@@ -48,7 +50,9 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_c
     config = compare_defaults()
     config.update(loaded)
     check_compare_config(config)
-    return apply_overrides(config, overrides)
+    config = apply_overrides(config, overrides)
+    check_compare_config(config)  # again: the overrides may have broken it
+    return config
 
 
 def training_config(base: Path, run: Run) -> ml_collections.ConfigDict:
@@ -115,7 +119,7 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
     write_json(workdir / "compare.json", config.to_dict())
     todo = [run for run in grid if not (folders[run] / RUN_FILE).exists()]
     done = len(grid) - len(todo)
-    for group in _groups(todo, config.seeds_at_once, configs, folders):
+    for group in _groups(todo, seeds_at_once(config), configs, folders):
         names = f"{group[0].folder}" if len(group) == 1 else (
             f"{group[0].folder.rsplit('/', 1)[0]}/seed{{{','.join(str(run.seed) for run in group)}}} (together)")
         print(f"[{done + 1}-{done + len(group)}/{len(grid)}] {names}" if len(group) > 1

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping
 from mtl_jax import tasks as tasks_lib
 from mtl_jax.data import arrays, houses
 from mtl_jax.data.clicks_builder import load_clicks
+from mtl_jax.data.correlated_tasks import task_names as correlated_task_names
+from mtl_jax.data.correlated_tasks_builder import load_correlated_tasks
 from mtl_jax.data.digits import CLASSES as DIGIT_CLASSES
 from mtl_jax.data.digits_builder import load_multi_digits
 from mtl_jax.data.lesions import GRADES
@@ -99,6 +101,23 @@ CLICKS = DATASETS.register(
         load=load_clicks,
         tasks={name: tasks_lib.binary for name in ("click", "conversion", "purchase")},
         input_key="fields"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrelatedTasksSpec(DatasetSpec):
+    """``correlated_tasks``: as many regression tasks as ``data.num_tasks`` says (default 8)."""
+
+    def configured(self, options: Mapping[str, Any], chosen: Mapping[str, Any] | None = None) -> DatasetSpec:
+        count = options.get("num_tasks", inspect.signature(self.load).parameters["num_tasks"].default)
+        return dataclasses.replace(self, tasks={name: tasks_lib.regression for name in correlated_task_names(count)})
+
+
+CORRELATED_TASKS = DATASETS.register(
+    "correlated_tasks", "generated regression tasks t0..t{T-1} (data.num_tasks, default 8) of a vector x, in two "
+    "groups correlated +rho within and -rho across (data.correlation): conflicting gradients (MMoE's synthetic "
+    "data, generalised)")(
+    CorrelatedTasksSpec(load=load_correlated_tasks, tasks={name: tasks_lib.regression
+                                                           for name in correlated_task_names(8)}, input_key="x"))
 
 
 MULTI_DIGITS = DATASETS.register(
