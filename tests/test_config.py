@@ -146,7 +146,6 @@ def test_a_weighting_config_trains_end_to_end(tmp_path, data_dir):
     assert history["train/windows/weight"][0] < 0.5  # UW: 0.5 e^{-s}, s rising on the large windows loss
 
 
-@pytest.mark.long
 def test_a_conflict_config_trains_end_to_end_at_the_parameter_level(tmp_path, data_dir):
     config = load_config("experiments/configs/houses_conflict.py", [
         "data.train_size=64", "data.validation_size=32", "data.test_size=32", "epochs=1", "batch_size=32",

@@ -56,8 +56,7 @@ def test_the_builder_stores_what_the_generator_draws(data_dir):
 
 def test_the_config_offers_num_tasks_tasks_and_its_gradients_conflict(data_dir):
     overrides = ["data.train_size=256", "data.validation_size=32", "data.test_size=32", "data.num_tasks=10",
-                 "tasks={" + ", ".join(f"'t{i}': {{'weight': 1.0}}" for i in range(10)) + "}",
-                 "aggregator=upgrad", "gradient_level=parameter"]
+                 "tasks={" + ", ".join(f"'t{i}': {{'weight': 1.0}}" for i in range(10)) + "}"]
     config = load_config("experiments/configs/correlated_tasks.py", overrides)
     _, tasks = check(config)
     assert [t.name for t in tasks] == [f"t{i}" for i in range(10)]
