@@ -151,7 +151,7 @@ def test_every_architecture_trains_with_loss_weighting_composed_with_aggregation
 def test_every_vector_architecture_learns_a_small_problem(name):
     data = _vector_batch(n=256, seed=1)
     model = VECTOR_MODELS[name]()
-    history = mtl.fit(model, TASKS, data, epochs=30, batch_size=64, input_key="x", progress=False,
+    history = mtl.fit(model, TASKS, data, epochs=20, batch_size=64, input_key="x", progress=False,
                       optimizer=optax.adam(1e-2)).history
     for task in ("y", "label", "z"):
         losses = history[f"train/{task}/loss"]

@@ -72,12 +72,12 @@ def _unlucky(probability: float) -> Method:
     return Method(lambda count: (), update, "losses")
 
 
-UNLUCKY = _unlucky(0.05)
+UNLUCKY = _unlucky(0.03)
 
 
 def test_a_failing_seed_ends_alone_with_the_error_fit_raises_and_skips_are_counted_per_seed():
     options = dict(COMMON, weighting=UNLUCKY, validation=None, epochs=2)
-    seeds = [0, 1, 2, 3, 4, 5]
+    seeds = [0, 1, 2, 3]
     runs = fit_seeds(MODEL, TASKS, TRAIN, seeds=seeds, **options)
     outcomes = []
     for run in runs:
@@ -93,10 +93,9 @@ def test_a_failing_seed_ends_alone_with_the_error_fit_raises_and_skips_are_count
             outcomes.append("finished")
     assert set(outcomes) == {"failed", "finished"}  # the case tests something
 
-    skipping = fit_seeds(MODEL, TASKS, TRAIN, seeds=seeds[:3], **dict(options, nonfinite="skip"))
-    counts = [run.history["skipped_steps"] for run in skipping]
-    assert counts == [mtl.fit(MODEL, TASKS, TRAIN, seed=seed, **dict(options, nonfinite="skip")
-                              ).history["skipped_steps"] for seed in seeds[:3]]
+    skipping = dict(options, nonfinite="skip")
+    counts = [run.history["skipped_steps"] for run in fit_seeds(MODEL, TASKS, TRAIN, seeds=seeds, **skipping)]
+    assert counts == [mtl.fit(MODEL, TASKS, TRAIN, seed=seed, **skipping).history["skipped_steps"] for seed in seeds]
     assert len(set(map(tuple, counts))) > 1
 
 
