@@ -103,3 +103,18 @@ def test_a_failing_seed_ends_alone_with_the_error_fit_raises_and_skips_are_count
 def test_bad_seeds_are_named(seeds, message):
     with pytest.raises(ValueError, match=message):
         fit_seeds(MODEL, TASKS, TRAIN, seeds=seeds, **COMMON)
+
+
+def test_batches_of_your_own_reach_every_seed_and_a_used_up_iterator_is_refused():
+    from mtl_jax.data import batches
+    from mtl_jax.train.seeds import _stacked_batches
+
+    own = list(batches(TRAIN, 16, seed=3))
+    stacked = list(_stacked_batches(mtl.data.batch_streams.as_dataset(own), 16, (0, 1, 2), 0, None))
+    assert len(stacked) == len(own)
+    for mine, batch in zip(stacked, own):
+        for key, value in batch.items():
+            assert mine[key].shape == (3, *value.shape)
+            np.testing.assert_array_equal(mine[key][2], value)
+    with pytest.raises(ValueError, match="iterator of batches"):
+        fit_seeds(MODEL, TASKS, iter(own), seeds=[0, 1], epochs=2, input_key="x")

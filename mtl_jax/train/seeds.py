@@ -42,7 +42,7 @@ import optax
 
 from mtl_jax import checks
 from mtl_jax.balancing import Method
-from mtl_jax.data.batch_streams import as_dataset
+from mtl_jax.data.batch_streams import as_dataset, is_batch_stream
 from mtl_jax.data.batching import batches, first_batch, steps_per_epoch
 from mtl_jax.data.sources import head
 from mtl_jax.tasks import Task, static_weights
@@ -99,7 +99,12 @@ def init_states(model, tasks, optimizer, weighting, example, seeds: tuple[int, .
 
 
 def _stacked_batches(train, batch_size: int, seeds, epoch: int, check):
-    """The S runs' batches of ``epoch`` (each run its own shuffle), stacked per step."""
+    """The S runs' batches of ``epoch`` (each run its own shuffle), stacked per step. An iterable
+    of batches has one order of its own: it is read once and every run gets the same batch."""
+    if is_batch_stream(train):
+        for batch in batches(train, batch_size, epoch=epoch, check=check):
+            yield {key: np.broadcast_to(value, (len(seeds), *np.shape(value))) for key, value in batch.items()}
+        return
     readers = [batches(train, batch_size, seed=seed, epoch=epoch, check=check) for seed in seeds]
     for group in zip(*readers, strict=True):
         yield {key: np.stack([batch[key] for batch in group]) for key in group[0]}
@@ -155,6 +160,9 @@ def fit_seeds(model: nn.Module, tasks: Sequence[Task], train, *, seeds: Sequence
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     checks.check_count("epochs", epochs, 0)
+    if is_batch_stream(train) and train.kind == "iterator" and epochs > 1:
+        raise ValueError(f"train is an iterator of batches, which can be read only once, but epochs={epochs}: pass "
+                         "a list, a re-iterable, or a function epoch -> batches")
     for name, value in (("batch_size", batch_size), ("fetch_every", fetch_every),
                         ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size)):
         checks.check_count(name, value, 1)
