@@ -83,6 +83,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.nonfinite = "raise"           # raise | skip: what a non-finite loss or gradient does
     c.tensorboard = True
     c.plots = True                  # draw training_progress.png / task_weights.png when training ends
+    c.mesh = {"data": -1}           # devices on the data axis (-1: all JAX sees): each batch's rows split
+                                    # over them, the state replicated (mtl_jax/train/mesh.py)
     return c
 
 
@@ -165,7 +167,9 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 
 def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:
-    """``["key: old -> new", ...]`` for every leaf that differs (tuples and lists compare equal)."""
+    """``["key: old -> new", ...]`` for every leaf that differs (tuples and lists compare equal).
+    A field ``old`` lacks (written before the field existed) is no change where ``new`` has the
+    field's default value."""
     def flat(d, prefix=""):
         out = {}
         for k, v in d.items():
@@ -174,8 +178,9 @@ def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDic
             else:
                 out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
         return out
-    a, b = flat(old.to_dict()), flat(new.to_dict())
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    a, b, defaults = flat(old.to_dict()), flat(new.to_dict()), flat(default_config().to_dict())
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not (k not in a and k in defaults and b.get(k) == defaults[k])]
 
 
 def _comments() -> dict[str, str]:

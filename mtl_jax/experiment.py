@@ -40,6 +40,7 @@ from mtl_jax.tasks import Task
 from mtl_jax.files import atomic_write, write_json
 from mtl_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from mtl_jax.train.loop import evaluate, fit, predict, previous_run
+from mtl_jax.train.mesh import make_mesh
 from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.train.optim import make_optimizer
 from mtl_jax.train.state import create_train_state
@@ -80,6 +81,7 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
     if config.aggregator != "none":
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
+    make_mesh(config.get("mesh"))  # its axes and device count
     spec.check_options(config.data)
     check_task_sampling(config, tasks)
     return spec, tasks
@@ -228,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                      plots=c.get("plots", True),
                      affinity_every_steps=c.affinity_every_steps,
                      affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty,
-                     run_files={CONFIG_FILE: config.to_dict()})
+                     mesh=make_mesh(c.get("mesh")), run_files={CONFIG_FILE: config.to_dict()})
         test = experiment.data.get("test")
         results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
                                    "steps": int(result.state.step),

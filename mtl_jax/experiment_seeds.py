@@ -10,8 +10,9 @@ state (``checkpoints/``) and, with ``best_metric``, the best parameters (``best/
 group has trained: an interrupted group trains again from the start.
 
 Which configs can train together (:func:`seeds_together`): those without per-step evaluation
-or affinity measurement (epoch-end validation only) and without ``task_sampling`` (whose
-per-task split of the data depends on the seed).
+or affinity measurement (epoch-end validation only), without ``task_sampling`` (whose
+per-task split of the data depends on the seed) and on one device (a ``mesh`` of several trains
+each run data-parallel instead).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from mtl_jax.models.conv import convolution_path
 from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks.run_files import HISTORY_FILE
+from mtl_jax.train.mesh import make_mesh
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, previous_run, run_signature
 from mtl_jax.train.seeds import SeedRun, evaluate_seeds, fit_seeds
 from mtl_jax.train.train_loop import new_meta
@@ -43,6 +45,8 @@ def seeds_together(config: ml_collections.ConfigDict) -> str | None:
         return "eval_every_steps (validation within epochs)"
     if config.affinity_every_steps:
         return "affinity_every_steps"
+    if make_mesh(config.get("mesh")) is not None:
+        return "a mesh of several devices (the runs train data-parallel one by one)"
     if config.task_sampling != "none":
         return "task_sampling (the per-task split of the data depends on the seed)"
     return None

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import ml_collections
 import pytest
 
 from mtl_jax import experiment  # noqa: F401 - registers every named piece
@@ -45,6 +46,10 @@ def test_config_changes_lists_changed_fields():
     new = apply_overrides(old, ["epochs=20", "tasks.kind.weight=1.0"])
     assert config_changes(old, new) == ["epochs: 10 -> 20", "tasks.kind.weight: 0.5 -> 1.0"]
     assert config_changes(old, old) == []
+    # a run written before a field existed: the field at its default is no change, any other value is
+    written_before = ml_collections.ConfigDict({k: v for k, v in old.to_dict().items() if k != "mesh"})
+    assert config_changes(written_before, old) == []
+    assert config_changes(written_before, apply_overrides(old, ["mesh.data=2"])) == ["mesh.data: None -> 2"]
 
 
 def test_missing_config_file_and_missing_get_config(tmp_path):

@@ -1,5 +1,6 @@
 """The train step runs unchanged on a data-parallel mesh (two simulated CPU devices): hard
-sharing, and a mixture of experts with a parameter-level gradient method."""
+sharing, and a mixture of experts with a parameter-level gradient method; ``fit(mesh=...)`` gives
+the one-device run's history and parameters."""
 import subprocess
 import sys
 import textwrap
@@ -44,11 +45,50 @@ SCRIPT = textwrap.dedent("""
         sharded = run(by_data, replicated)
         single = run(lambda b: b, lambda s: s)
         chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
+
+    # fit on a mesh from the config's spec: uncertainty weighting then UPGrad at the feature level,
+    # validation every epoch; the same history and parameters as on one device
+    from mtl_jax.train.mesh import make_mesh
+    mesh_of_two = make_mesh({"data": -1})
+    assert mesh_of_two.shape["data"] == 2 and make_mesh({"data": 1}) is None
+    uw_upgrad = make_weighting("uw", tasks, {}, steps_per_epoch=5, aggregator="upgrad", level="feature")
+    model = hard_sharing(MLP((16,)), tasks)
+    fits = [mtl.fit(model, tasks, data, validation=data, epochs=2, batch_size=8, input_key="x", optimizer=opt,
+                    weighting=uw_upgrad, progress=False, mesh=mesh) for mesh in (mesh_of_two, None)]
+    chex.assert_trees_all_close(jax.device_get(fits[0].state.params), fits[1].state.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(jax.device_get(fits[0].state.weighting_state), fits[1].state.weighting_state,
+                                rtol=1e-5, atol=1e-6)
+    for key in ("train/y/loss", "train/label/accuracy", "validation/y/rmse", "train/y/weight"):
+        np.testing.assert_allclose(fits[0].history[key], fits[1].history[key], rtol=1e-5, err_msg=key)
+    kernel = fits[0].state.params["heads_y"]["Dense_0"]["kernel"]
+    assert kernel.sharding.is_fully_replicated and len(kernel.sharding.device_set) == 2
+    try:
+        mtl.fit(model, tasks, data, epochs=1, batch_size=7, input_key="x", progress=False, mesh=mesh_of_two)
+    except ValueError as error:
+        assert "does not split over the mesh's 2 data devices" in str(error), error
+    else:
+        raise AssertionError("an odd batch on two devices was accepted")
     print("OK")
 """)
 
 
 @pytest.mark.long
-def test_train_step_on_a_two_device_data_mesh_matches_one_device():
+def test_train_step_and_fit_on_a_two_device_data_mesh_match_one_device():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_mesh_spec_is_checked_before_anything_runs():
+    import jax
+    from mtl_jax.config import load_config
+    from mtl_jax.experiment import check
+    from mtl_jax.train.mesh import make_mesh
+
+    assert jax.device_count() == 1
+    assert make_mesh({}) is None and make_mesh(None) is None and make_mesh({"data": -1}) is None
+    for spec, message in (({"model": 2}, "unknown axis"), ({"data": 64}, "64 devices asked for, 1 available"),
+                          ({"data": 0}, "must be a number of devices"), ({"data": "all"}, "must be a number")):
+        with pytest.raises(ValueError, match=message):
+            make_mesh(spec)
+    with pytest.raises(ValueError, match="devices asked for"):
+        check(load_config("experiments/configs/seed_cnn.py", ["mesh.data=64"]))

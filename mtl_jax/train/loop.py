@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from mtl_jax import checks
 from mtl_jax.balancing import Method
@@ -41,6 +42,7 @@ from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
                                  MetricLog, NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
                                  progress_mode)
+from mtl_jax.train.mesh import check_batch_size, replicate, shard_batches
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
 from mtl_jax.train.state import TrainState, create_train_state
@@ -105,7 +107,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         tensorboard: bool = True, affinity_every_steps: int = 0,
         affinity_learning_rate: float | None = None, penalty: Callable | None = None,
         run_files: Mapping[str, Any] | None = None, hooks: Sequence[Hook] = (),
-        async_checkpoints: bool = True, plots: bool = True) -> FitResult:
+        async_checkpoints: bool = True, plots: bool = True, mesh: Mesh | None = None) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -157,6 +159,10 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
       async_checkpoints: write checkpoints with orbax's asynchronous checkpointing: the step
         waits only for the arrays' copy, not for the disk (a step's folder still appears only
         once complete).
+      mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (:func:`~mtl_jax.train.mesh.make_mesh`):
+        every batch's rows split over its devices, the state replicated on each
+        (:mod:`mtl_jax.train.mesh`); the same run as on one device up to float rounding.
+        ``batch_size`` must divide by the axis's size.
       plots: with a workdir, draw ``training_progress.png`` and ``task_weights.png`` (and the
         gradient-conflict map) when training ends; ``history.json`` and the logs hold the same
         numbers, so scripted sweeps may skip the figures (about 0.8 s per run).
@@ -213,6 +219,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             raise TypeError(f"hooks: {hook!r} is not a mtl_jax.train.hooks.Hook (it lacks {missing}; subclass Hook "
                             "for no-op defaults)")
     monitor = _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
+    if mesh is not None and not is_batch_stream(train):
+        check_batch_size(mesh, batch_size if is_mixture(train) else min(batch_size, num_examples(train)))
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = first_batch(train, batch_size)
@@ -251,6 +259,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             stack.callback(writer.close)
         if state is None:
             state = create_train_state(model, tasks, optimizer, weighting, example, seed)
+        state = replicate(mesh, state)
 
         loop_hooks: list = []
         if validation is not None:
@@ -272,8 +281,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
                            Checkpointing(checkpointer, checkpoint_every_steps, _saveable), RunFiles(plots)]
 
         run = Run(tasks, state, meta, epochs, steps_per_epoch(train, batch_size), workdir, step=int(state.step))
-        train_loop(train_step, run, lambda epoch, start: batches(train, batch_size, seed=seed, epoch=epoch,
-                                                                 start_step=start, check=check_train), loop_hooks)
+        train_loop(train_step, run, lambda epoch, start: shard_batches(mesh, batches(
+            train, batch_size, seed=seed, epoch=epoch, start_step=start, check=check_train)), loop_hooks)
         return FitResult(run.state, run.history)
 
 
