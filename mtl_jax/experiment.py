@@ -242,14 +242,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
             results["final"] = evaluate_with(result.state.params)
             if c.best_metric:
                 best = restore_params(experiment, workdir, "best")
-                if best.checkpoint == "best":
-                    results["best_step"], results["best"] = best.step, evaluate_with(best.params)
-                else:
-                    results["best_step"], results["best"] = None, None
-                    results["best_note"] = (f"no best checkpoint was saved: validation {c.best_metric} never "
-                                            "gave a finite value")
+                results.update(best_results(c.best_metric, best.step, evaluate_with(best.params))
+                               if best.checkpoint == "best" else best_results(c.best_metric))
         write_json(workdir / RESULTS_FILE, results)
         return results
+
+
+def best_results(best_metric: str, step: int | None = None, metrics: dict | None = None) -> dict:
+    """``results.json``'s best-checkpoint fields: its step and test metrics, or (no step: no best
+    checkpoint was saved) None and a note saying why."""
+    if step is not None:
+        return {"best_step": step, "best": metrics}
+    return {"best_step": None, "best": None,
+            "best_note": f"no best checkpoint was saved: validation {best_metric} never gave a finite value"}
 
 
 class CheckpointParams(NamedTuple):

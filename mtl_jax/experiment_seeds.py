@@ -24,7 +24,7 @@ import jax
 import ml_collections
 
 from mtl_jax.config import CONFIG_FILE, config_changes
-from mtl_jax.experiment import RESULTS_FILE, build
+from mtl_jax.experiment import RESULTS_FILE, best_results, build
 from mtl_jax.files import write_json
 from mtl_jax.models.conv import convolution_path
 from mtl_jax.train import epoch_stats
@@ -130,11 +130,7 @@ def _write_run(config, folder: Path, run: SeedRun, experiment, scores: dict, tog
     if "final" in scores:
         results["final"] = scores["final"][run.seed]
         if c.best_metric:
-            if run.best_params is not None:
-                results["best_step"], results["best"] = run.best_step, scores["best"][run.seed]
-            else:
-                results["best_step"], results["best"] = None, None
-                results["best_note"] = (f"no best checkpoint was saved: validation {c.best_metric} never "
-                                        "gave a finite value")
+            results.update(best_results(c.best_metric, run.best_step, scores["best"][run.seed])
+                           if run.best_params is not None else best_results(c.best_metric))
     write_json(folder / RESULTS_FILE, results)
     return results

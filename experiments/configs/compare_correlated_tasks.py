@@ -11,19 +11,14 @@ the 3 seeds of a method are one vmapped program.
 """
 import ml_collections
 
-AGGREGATORS = ("aligned_mtl", "cagrad", "config", "dualproj", "gradvac", "imtl_g", "mgda", "nash_mtl", "pcgrad",
-               "upgrad")
+from mtl_jax.compare.grid import every_aggregator
 
 
 def get_config():
     config = ml_collections.ConfigDict()
     config.base = "correlated_tasks.py"
     config.overrides = ["tensorboard=False", "plots=False", "gradient_diagnostics=False"]
-    methods = {"equal": ["weighting=equal"], "graddrop/feature": ["aggregator=graddrop", "gradient_level=feature"]}
-    for name in AGGREGATORS:
-        for level in ("feature", "parameter"):
-            methods[f"{name}/{level}"] = [f"aggregator={name}", f"gradient_level={level}"]
-    config.axes = {"method": methods}
+    config.axes = {"method": every_aggregator()}
     config.seeds = [0, 1, 2]
     config.single_task = True
     config.metrics = []

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -116,6 +117,26 @@ def check_compare_config(config: ml_collections.ConfigDict) -> None:
             if isinstance(overrides, str) or not all(isinstance(o, str) and "=" in o for o in overrides):
                 raise ValueError(f"axis {axis!r}, value {value!r}: give a list of 'key=value' overrides, "
                                  f"got {overrides!r}")
+
+
+BASELINE_AGGREGATORS = ("mean", "sum")  # equal weighting, as the "equal" value already runs it
+FEATURE_ONLY_AGGREGATORS = ("graddrop",)
+
+
+def every_aggregator() -> dict[str, list[str]]:
+    """A ``method`` axis of equal weighting and every registered gradient aggregator at both
+    gradient levels (``"upgrad/feature"``, ``"upgrad/parameter"``, ...; per-coordinate ones at
+    the feature level only), read from the shipped catalog (no JAX import)."""
+    from mtl_jax.catalog import CATALOG_FILE
+
+    names = sorted(json.loads(CATALOG_FILE.read_text())["aggregators"]["entries"])
+    methods = {"equal": ["weighting=equal"]}
+    for name in names:
+        if name in BASELINE_AGGREGATORS:
+            continue
+        levels = ("feature",) if name in FEATURE_ONLY_AGGREGATORS else ("feature", "parameter")
+        methods.update({f"{name}/{level}": [f"aggregator={name}", f"gradient_level={level}"] for level in levels})
+    return methods
 
 
 def seeds_at_once(config: ml_collections.ConfigDict) -> int:

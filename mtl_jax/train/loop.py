@@ -95,6 +95,25 @@ def _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
     return monitor
 
 
+def checked_data(model, tasks, train, validation, input_key, nonfinite, epochs):
+    """What ``fit`` and ``fit_seeds`` check first: the tasks against the model, the data (each as
+    a dataset, with its per-batch check), ``nonfinite`` and an iterator read more than once.
+    Returns ``(tasks, train, validation, check_train, check_validation)``."""
+    tasks = tuple(tasks)
+    checks.check_tasks(model, tasks)
+    train, validation = as_dataset(train, "train"), as_dataset(validation, "validation")
+    check_train = checks.dataset_checks(model, tasks, train, input_key, "train")
+    check_validation = (checks.dataset_checks(model, tasks, validation, input_key, "validation")
+                        if validation is not None else None)
+    if nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    checks.check_count("epochs", epochs, 0)
+    if is_batch_stream(train) and train.kind == "iterator" and epochs > 1:
+        raise ValueError(f"train is an iterator of batches, which can be read only once, but epochs={epochs}: pass "
+                         "a list, a re-iterable, or a function epoch -> batches")
+    return tasks, train, validation, check_train, check_validation
+
+
 def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         validation=None, epochs: int = 10, batch_size: int = 64,
         optimizer: optax.GradientTransformation | None = None, weighting: Method | None = None,
@@ -189,24 +208,15 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
       FloatingPointError: non-finite loss or gradient under ``nonfinite="raise"``.
     """
 
-    tasks = tuple(tasks)
-    checks.check_tasks(model, tasks)
-    train, validation = as_dataset(train, "train"), as_dataset(validation, "validation")
-    check_train = checks.dataset_checks(model, tasks, train, input_key, "train")
-    check_validation = (checks.dataset_checks(model, tasks, validation, input_key, "validation")
-                        if validation is not None else None)
-    if nonfinite not in ("raise", "skip"):
-        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-    for name, value in (("epochs", epochs), ("checkpoint_every_steps", checkpoint_every_steps),
+    tasks, train, validation, check_train, check_validation = checked_data(model, tasks, train, validation,
+                                                                           input_key, nonfinite, epochs)
+    for name, value in (("checkpoint_every_steps", checkpoint_every_steps),
                         ("eval_every_steps", eval_every_steps), ("log_every_steps", log_every_steps),
                         ("affinity_every_steps", affinity_every_steps), ("seed", seed)):
         checks.check_count(name, value, 0)
     for name, value in (("batch_size", batch_size), ("keep_checkpoints", keep_checkpoints),
                         ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size)):
         checks.check_count(name, value, 1)
-    if is_batch_stream(train) and train.kind == "iterator" and epochs > 1:
-        raise ValueError(f"train is an iterator of batches, which can be read only once, but epochs={epochs}: pass "
-                         "a list, a re-iterable, or a function epoch -> batches")
     if not is_batch_stream(train) and not is_mixture(train) and batch_size > num_examples(train):
         warnings.warn(f"batch_size {batch_size} is larger than the {num_examples(train)} training examples: "
                       f"each step uses all {num_examples(train)} of them", stacklevel=2)

@@ -148,21 +148,11 @@ def fit_seeds(model: nn.Module, tasks: Sequence[Task], train, *, seeds: Sequence
 
     Raises ValueError/KeyError for bad data, seeds or options, before anything is compiled.
     """
-    from mtl_jax.train.loop import DEFAULT_OPTIMIZER, _monitor  # the same defaults and checks as fit
+    from mtl_jax.train.loop import DEFAULT_OPTIMIZER, _monitor, checked_data  # the same checks as fit
 
     seeds = check_seeds(seeds)
-    tasks = tuple(tasks)
-    checks.check_tasks(model, tasks)
-    train, validation = as_dataset(train, "train"), as_dataset(validation, "validation")
-    check_train = checks.dataset_checks(model, tasks, train, input_key, "train")
-    check_validation = (checks.dataset_checks(model, tasks, validation, input_key, "validation")
-                        if validation is not None else None)
-    if nonfinite not in ("raise", "skip"):
-        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-    checks.check_count("epochs", epochs, 0)
-    if is_batch_stream(train) and train.kind == "iterator" and epochs > 1:
-        raise ValueError(f"train is an iterator of batches, which can be read only once, but epochs={epochs}: pass "
-                         "a list, a re-iterable, or a function epoch -> batches")
+    tasks, train, validation, check_train, check_validation = checked_data(model, tasks, train, validation,
+                                                                           input_key, nonfinite, epochs)
     for name, value in (("batch_size", batch_size), ("fetch_every", fetch_every),
                         ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size)):
         checks.check_count(name, value, 1)
