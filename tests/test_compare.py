@@ -224,3 +224,16 @@ def test_every_shipped_compare_config_plans_every_run(path):
     assert len(cells) == len(list(config.seeds)) * np.prod([len(v) for v in dict(config.axes).values()])
     assert len({r.folder for r in grid}) == len(grid)  # no two runs share a folder
     assert all(keys.values())
+
+
+def test_the_aggregator_axis_holds_every_registered_aggregator_at_its_levels():
+    from mtl_jax.compare.grid import BASELINE_AGGREGATORS, FEATURE_ONLY_AGGREGATORS, every_aggregator
+    from mtl_jax.registry import AGGREGATORS
+
+    import mtl_jax.aggregation  # noqa: F401 - registers them
+    methods = every_aggregator()
+    registered = set(AGGREGATORS._entries) - set(BASELINE_AGGREGATORS)
+    assert {name.split("/")[0] for name in methods} == registered | {"equal"}
+    for name in registered:
+        levels = {m.split("/")[1] for m in methods if m.startswith(f"{name}/")}
+        assert levels == ({"feature"} if name in FEATURE_ONLY_AGGREGATORS else {"feature", "parameter"}), name
