@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from mtl_jax.models.mixed_precision import unwrap
 from mtl_jax.tasks import EXAMPLE_MASK_KEY, Task
 
 InputKey = str | tuple[str, ...]
@@ -175,6 +176,7 @@ def check_id_ranges(model, inputs, where: str = "inputs") -> None:
     """Integer ids fit the model's embedding tables (``vocab_sizes`` per field of a
     :class:`~mtl_jax.models.trunks.FieldEmbedding`, ``vocab_size`` of a text encoder): an
     out-of-range id would otherwise read NaN and surface as a non-finite loss."""
+    model = unwrap(model)
     if not isinstance(model, nn.Module) or isinstance(inputs, Mapping):
         return
     ids = np.asarray(inputs)
@@ -218,7 +220,7 @@ def check_model_takes(model, inputs, where: str = "inputs") -> None:
 
 def expected_inputs(model) -> str | None:
     """What the model's trunk takes (its ``expects``, e.g. ``"(N, H, W, C) images"``), if it says."""
-    return next((m.expects for m in _submodules(model) if isinstance(getattr(m, "expects", None), str)), None)
+    return next((m.expects for m in _submodules(unwrap(model)) if isinstance(getattr(m, "expects", None), str)), None)
 
 
 def input_mismatch(model, inputs, where: str, error: BaseException, what: str = "the model") -> str:

@@ -83,6 +83,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.nonfinite = "raise"           # raise | skip: what a non-finite loss or gradient does
     c.tensorboard = True
     c.plots = True                  # draw training_progress.png / task_weights.png when training ends
+    c.precision = "float32"         # float32 | bfloat16 | float16: the model's compute dtype; parameters,
+                                    # optimizer and balancing state, losses and Gramians stay float32
+                                    # (mtl_jax/models/mixed_precision.py)
+    c.loss_scale = 1.0              # float16 only: static loss scale (e.g. 1024) so small gradients survive
     c.mesh = {"data": -1}           # devices on the data axis (-1: all JAX sees): each batch's rows split
                                     # over them, the state replicated (mtl_jax/train/mesh.py)
     return c

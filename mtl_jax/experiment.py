@@ -30,6 +30,7 @@ from mtl_jax.config import CONFIG_FILE, config_changes, read_config
 from mtl_jax.data.batching import steps_per_epoch
 from mtl_jax.data.catalog import DatasetSpec
 from mtl_jax.models.catalog import NO_TRUNK, build_model
+from mtl_jax.models.mixed_precision import check_precision, mixed_precision
 from mtl_jax.models.sharing_penalties import make_penalty
 from mtl_jax.balancing import at_level, chain, observed
 from mtl_jax.data.sources import RecordSource, head, is_record_source, num_examples
@@ -82,6 +83,7 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
     make_mesh(config.get("mesh"))  # its axes and device count
+    check_precision(config.get("precision", "float32"), config.get("loss_scale", 1.0))
     spec.check_options(config.data)
     check_task_sampling(config, tasks)
     return spec, tasks
@@ -137,6 +139,7 @@ def build(config: ml_collections.ConfigDict, data_dir: str | Path | None = None)
     model = build_model(config.model, tasks, trunk_kwargs=dict(config.model_kwargs), head_hidden=config.head_hidden,
                         pool=config.pool, output_size=output_size, architecture=config.architecture,
                         architecture_kwargs=dict(config.architecture_kwargs))
+    model = mixed_precision(model, config.get("precision", "float32"), config.get("loss_scale", 1.0))
     total_steps = config.epochs * steps_per_epoch(train, config.batch_size)
     optimizer, lr_fn = make_optimizer(
         config.optimizer, config.learning_rate, schedule=config.schedule, total_steps=total_steps,

@@ -27,6 +27,7 @@ from mtl_jax.config import CONFIG_FILE, config_changes
 from mtl_jax.experiment import RESULTS_FILE, best_results, build
 from mtl_jax.files import write_json
 from mtl_jax.models.conv import convolution_path
+from mtl_jax.models.mixed_precision import precision_of
 from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks.run_files import HISTORY_FILE
@@ -109,7 +110,8 @@ def _write_run(config, folder: Path, run: SeedRun, experiment, scores: dict, tog
     the best parameters (with the final optimizer and method state: for evaluation and
     prediction, not for resuming)."""
     c = config
-    signature = run_signature(experiment.tasks, abstract_of(run.state), convolution_path(experiment.model))
+    signature = run_signature(experiment.tasks, abstract_of(run.state), convolution_path(experiment.model),
+                              precision_of(experiment.model))
     meta = {**new_meta(), "epoch": len(run.history["epoch"]), "history": run.history,
             "stopped_early": run.stopped_early, "epoch_stats": epoch_stats.init()}
     write_json(folder / CONFIG_FILE, config.to_dict())

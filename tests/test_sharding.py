@@ -1,6 +1,7 @@
 """The train step runs unchanged on a data-parallel mesh (two simulated CPU devices): hard
 sharing, and a mixture of experts with a parameter-level gradient method; ``fit(mesh=...)`` gives
-the one-device run's history and parameters."""
+the one-device run's history and parameters, and a checkpoint written on two devices resumes on
+one (and back) as the uninterrupted run."""
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,21 @@ SCRIPT = textwrap.dedent("""
                                 rtol=1e-5, atol=1e-6)
     for key in ("train/y/loss", "train/label/accuracy", "validation/y/rmse", "train/y/weight"):
         np.testing.assert_allclose(fits[0].history[key], fits[1].history[key], rtol=1e-5, err_msg=key)
+    # a checkpoint written on two devices resumes on one, and one written on one resumes on two:
+    # the run continues as the uninterrupted one-device run
+    import tempfile
+    for first_mesh, then_mesh in ((mesh_of_two, None), (None, mesh_of_two)):
+        with tempfile.TemporaryDirectory() as workdir:
+            options = dict(validation=data, batch_size=8, input_key="x", optimizer=opt, weighting=uw_upgrad,
+                           progress=False, workdir=workdir, tensorboard=False, plots=False)
+            mtl.fit(model, tasks, data, epochs=1, mesh=first_mesh, **options)
+            resumed = mtl.fit(model, tasks, data, epochs=2, mesh=then_mesh, resume=True, **options)
+        chex.assert_trees_all_close(jax.device_get(resumed.state.params), fits[1].state.params, rtol=1e-5,
+                                    atol=1e-6)
+        np.testing.assert_allclose(resumed.history["validation/y/rmse"], fits[1].history["validation/y/rmse"],
+                                   rtol=1e-5)
+        leaf = jax.tree.leaves(resumed.state.params)[0]
+        assert len(leaf.sharding.device_set) == (1 if then_mesh is None else 2), (then_mesh, leaf.sharding)
     kernel = fits[0].state.params["heads_y"]["Dense_0"]["kernel"]
     assert kernel.sharding.is_fully_replicated and len(kernel.sharding.device_set) == 2
     try:
@@ -73,7 +89,7 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.long
-def test_train_step_and_fit_on_a_two_device_data_mesh_match_one_device():
+def test_train_step_fit_and_resume_on_a_two_device_data_mesh_match_one_device():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 

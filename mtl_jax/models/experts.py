@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
 
+from mtl_jax.models.mixed_precision import as_compute_floats
 from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
 from mtl_jax.models.heads import Head
 from mtl_jax.tasks import Task
@@ -89,7 +90,7 @@ class TaskGates(nn.Module):
 
 def _encode(encoder, x, train):
     """The encoder's features, or the raw inputs flattened to ``[B, D]`` floats."""
-    features = encoder(x, train=train) if encoder is not None else x.reshape(x.shape[0], -1).astype(jnp.float32)
+    features = encoder(x, train=train) if encoder is not None else as_compute_floats(x.reshape(x.shape[0], -1))
     return features.reshape(features.shape[0], -1)
 
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.models.contract import Architecture, owner_by_prefix, task_copy
+from mtl_jax.models.mixed_precision import as_compute_floats
 from mtl_jax.models.conv import conv_for_platform, fast_pooling, max_pool
 from mtl_jax.models.heads import head_for
 from mtl_jax.models.trunks import as_float_image
@@ -123,7 +124,7 @@ class TaskColumns(Architecture):
         return off * jnp.ones((num_tasks, num_tasks)) + (self.self_weight - off) * jnp.eye(num_tasks)
 
     def represent(self, x, train: bool = False):
-        x = as_float_image(x) if self.layer == "conv" else x.reshape(x.shape[0], -1).astype(jnp.float32)
+        x = as_float_image(x) if self.layer == "conv" else as_compute_floats(x.reshape(x.shape[0], -1))
         h = jnp.broadcast_to(x, (len(self.heads), *x.shape))
         for level in range(len(self.features)):
             h = self.columns(level, h)

@@ -11,15 +11,15 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mtl_jax.models.mixed_precision import as_compute_floats
 from mtl_jax.models.conv import conv_for_platform
 from mtl_jax.models.conv_block import ConvReLUPool
 
 
 def as_float_image(x):
-    """``uint8`` images to floats in [0, 1]; float inputs pass unchanged."""
-    if jnp.issubdtype(x.dtype, jnp.integer):
-        return x.astype(jnp.float32) / 255.0
-    return x.astype(jnp.float32)
+    """Integer (``uint8``) images to floats in [0, 1]; float inputs pass unchanged. Floats of the
+    compute dtype (:mod:`mtl_jax.models.mixed_precision`: float32 unless the model is wrapped)."""
+    return as_compute_floats(x, 1 / 255)
 
 
 class MLP(nn.Module):
@@ -32,7 +32,7 @@ class MLP(nn.Module):
     def __call__(self, x, train: bool = False):
         # uint8 inputs are images: scaled to [0, 1] as the conv trunks scale them (other integer
         # inputs, such as counts, keep their values)
-        x = as_float_image(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+        x = as_float_image(x) if x.dtype == jnp.uint8 else as_compute_floats(x)
         x = x.reshape(x.shape[0], -1)
         for width in self.features:
             x = nn.relu(nn.Dense(width)(x))

@@ -93,6 +93,22 @@ def abstract_of(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def placed_here(abstract):
+    """``abstract`` with every leaf that names no sharding placed on this process's first device.
+
+    Orbax restores a leaf without a target sharding onto the devices it was saved from, which
+    a run on another number of devices (or another machine) does not have; placed here, a
+    checkpoint written on any mesh restores on one device, and the caller places it on its
+    own mesh (``fit`` replicates it): checkpoints move between device counts."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def place(leaf):
+        if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+        return leaf
+    return jax.tree.map(place, abstract)
+
+
 def array_shapes(tree) -> dict[str, str]:
     """``{"params/trunk/Dense_0/kernel": "float32[8, 16]", ...}`` for arrays or their metadata."""
     def name(key):
@@ -268,7 +284,7 @@ class Checkpointer:
                     f"checkpoint {where} does not fit this configuration: {len(differences)} array(s) differ "
                     f"(saved -> configured), e.g. {'; '.join(differences[:4])}. Use the configuration the run "
                     "was trained with (its config.json), or start a new workdir")
-            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            items = {"state": ocp.args.StandardRestore(placed_here(abstract_state))}
             count = int(meta.get("step_in_epoch", 0))
             if abstract_output is not None and count and "epoch_stats" not in meta:  # an older checkpoint
                 saved_outputs = metadata["epoch_outputs"] if "epoch_outputs" in metadata.keys() else None
@@ -290,10 +306,9 @@ class Checkpointer:
         if saved_metadata is None:
             raise UnreadableCheckpoint("the epoch's step outputs are missing")
         if array_shapes(saved_metadata) == array_shapes(wanted):
-            return wanted
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=device),
-                            saved_metadata)
+            return placed_here(wanted)
+        return placed_here(jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)),
+                                        saved_metadata))
 
     def _skip(self, step: int, error: UnreadableCheckpoint) -> None:
         if self.read_only:

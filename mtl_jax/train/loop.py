@@ -36,6 +36,7 @@ from mtl_jax.data.task_mixture import is_mixture
 from mtl_jax.diagnostics.affinity import make_affinity_step
 from mtl_jax.files import write_json
 from mtl_jax.models.conv import convolution_path
+from mtl_jax.models.mixed_precision import precision_of
 from mtl_jax.tasks import Task, static_weights, task_outputs
 from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
@@ -254,7 +255,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             workdir = stack.enter_context(workdir_lock(workdir))
             checkpointer = Checkpointer(workdir, keep_checkpoints, asynchronous=async_checkpoints)
             stack.callback(checkpointer.close)
-            signature = run_signature(tasks, abstract_state, convolution_path(model))
+            signature = run_signature(tasks, abstract_state, convolution_path(model), precision_of(model))
             restored = open_run(workdir, checkpointer, resume, signature, abstract_state,
                                 lambda: jax.eval_shape(train_step, abstract_state, first)[1])
             if restored is not None:

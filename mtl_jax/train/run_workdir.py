@@ -20,15 +20,19 @@ from mtl_jax.train.hooks.run_files import HISTORY_FILE
 SIGNATURE_FILE = "run_signature.json"
 
 
-def run_signature(tasks: Sequence[Task], abstract_state, convolution: str | None = None) -> dict:
+def run_signature(tasks: Sequence[Task], abstract_state, convolution: str | None = None,
+                  precision: str = "float32") -> dict:
     """What a checkpoint's shape depends on (the tasks and every array's shape and dtype) and,
     for a model with a ``conv`` option, the convolution path it takes
-    (:func:`mtl_jax.models.conv.convolution_path`): a resume must compute what the run would have."""
+    (:func:`mtl_jax.models.conv.convolution_path`), and the compute precision unless float32
+    (:func:`mtl_jax.models.mixed_precision.precision_of`): a resume must compute what the run would have."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
     signature = {"tasks": {t.name: {"kind": t.kind, "output_dim": t.output_dim} for t in tasks},
                  "arrays": {jax.tree_util.keystr(path): f"{leaf.dtype}{list(leaf.shape)}" for path, leaf in leaves}}
     if convolution is not None:
         signature["convolution"] = convolution
+    if precision != "float32":
+        signature["precision"] = precision
     return signature
 
 
@@ -52,6 +56,9 @@ def signature_mismatch(saved: dict, current: dict) -> str | None:
                         f"{current.get('convolution')} (different rounding): start both in the same setting "
                         "(mtl_jax.cpu.enable_fast_convolutions() before JAX starts, as the mtl-jax command does; "
                         "MTL_JAX_KEEP_XLA_FLAGS=1 keeps it off), or choose the model's conv explicitly")
+    if saved.get("precision", "float32") != current.get("precision", "float32"):
+        problems.append(f"it computed in {saved.get('precision', 'float32')} and would now compute in "
+                        f"{current.get('precision', 'float32')}: resume with the precision it started with")
     return "; ".join(problems) or None
 
 
