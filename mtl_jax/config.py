@@ -87,8 +87,10 @@ def default_config() -> ml_collections.ConfigDict:
                                     # optimizer and balancing state, losses and Gramians stay float32
                                     # (mtl_jax/models/mixed_precision.py)
     c.loss_scale = 1.0              # float16 only: static loss scale (e.g. 1024) so small gradients survive
-    c.mesh = {"data": -1}           # devices on the data axis (-1: all JAX sees): each batch's rows split
-                                    # over them, the state replicated (mtl_jax/train/mesh.py)
+    c.mesh = {"data": -1}           # devices per axis (-1: all JAX sees): each batch's rows split over them,
+                                    # the state replicated; {"data": -1, "fsdp": k}: arrays of at least
+                                    # fsdp_min_size elements split in k (mtl_jax/train/mesh.py)
+    c.fsdp_min_size = 2 ** 20       # elements (4 MiB of float32): smaller arrays stay replicated
     return c
 
 

@@ -41,7 +41,7 @@ from mtl_jax.tasks import Task
 from mtl_jax.files import atomic_write, write_json
 from mtl_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from mtl_jax.train.loop import evaluate, fit, predict, previous_run
-from mtl_jax.train.mesh import make_mesh
+from mtl_jax.train.mesh import FSDP_MIN_SIZE, check_fsdp_min_size, make_mesh
 from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.train.optim import make_optimizer
 from mtl_jax.train.state import create_train_state
@@ -83,6 +83,7 @@ def check(config: ml_collections.ConfigDict) -> tuple[DatasetSpec, tuple[Task, .
         AGGREGATORS.get(config.aggregator)
     check_config_counts(config)
     make_mesh(config.get("mesh"))  # its axes and device count
+    check_fsdp_min_size(config.get("fsdp_min_size", FSDP_MIN_SIZE))
     check_precision(config.get("precision", "float32"), config.get("loss_scale", 1.0))
     spec.check_options(config.data)
     check_task_sampling(config, tasks)
@@ -233,7 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                      plots=c.get("plots", True),
                      affinity_every_steps=c.affinity_every_steps,
                      affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty,
-                     mesh=make_mesh(c.get("mesh")), run_files={CONFIG_FILE: config.to_dict()})
+                     mesh=make_mesh(c.get("mesh")), fsdp_min_size=c.get("fsdp_min_size", FSDP_MIN_SIZE),
+                     run_files={CONFIG_FILE: config.to_dict()})
         test = experiment.data.get("test")
         results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
                                    "steps": int(result.state.step),

@@ -1,7 +1,8 @@
-"""The train step runs unchanged on a data-parallel mesh (two simulated CPU devices): hard
-sharing, and a mixture of experts with a parameter-level gradient method; ``fit(mesh=...)`` gives
-the one-device run's history and parameters, and a checkpoint written on two devices resumes on
-one (and back) as the uninterrupted run."""
+"""Training on a device mesh (eight simulated CPU devices): ``fit(mesh=...)``, with the state
+replicated or FSDP-sharded, gives the one-device run's history, parameters and method state for
+plain training, a loss weighting chained with an aggregator at the feature level and an
+aggregator at the parameter level; a checkpoint written on 8 devices resumes on one (and back)
+as the uninterrupted run; mesh specs are checked."""
 import subprocess
 import sys
 import textwrap
@@ -10,86 +11,88 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import tempfile
     import jax, numpy as np, optax, chex
-    from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import PartitionSpec as P
     import mtl_jax as mtl
-    from mtl_jax.data import batches
     from mtl_jax.experiment import make_weighting
     from mtl_jax.models import MLP, hard_sharing
     from mtl_jax.models.experts import mmoe
-    from mtl_jax.train import create_train_state, make_train_step
+    from mtl_jax.train.mesh import make_mesh, state_shardings
     from mtl_jax.weighting import static
 
-    assert jax.device_count() == 2
+    assert jax.device_count() == 8
     rng = np.random.default_rng(0)
     data = {"x": rng.normal(size=(40, 6)).astype(np.float32), "y": rng.normal(size=40).astype(np.float32),
             "label": rng.integers(0, 3, 40).astype(np.int32)}
     tasks = (mtl.regression("y"), mtl.classification("label", 3, weight=0.5))
     opt = optax.adam(1e-2)
-    upgrad = make_weighting("equal", tasks, {}, steps_per_epoch=5, aggregator="upgrad", level="parameter")
-    # hard sharing with static weights, and a mixture of experts with the parameter-level Gramian
-    # (UPGrad) on one step: the sharding rules differ only by the parameters' names and shapes.
-    cases = [(hard_sharing(MLP((16,)), tasks), static([1.0, 0.5])), (mmoe(tasks, num_experts=2), upgrad)]
-    mesh = Mesh(np.array(jax.devices()), ("data",), axis_types=(AxisType.Auto,))
-    by_data = lambda b: jax.device_put(b, NamedSharding(mesh, P("data")))
-    replicated = lambda s: jax.device_put(s, NamedSharding(mesh, P()))
-    for model, weighting in cases:
-        step = make_train_step(model, tasks, opt, weighting, "x")
+    every = make_mesh({"data": -1})
+    fsdp = make_mesh({"data": 2, "fsdp": 4})
+    assert dict(every.shape) == {"data": 8} and dict(fsdp.shape) == {"data": 2, "fsdp": 4}
+    assert make_mesh({"data": 1}) is None and dict(make_mesh({"data": -1, "fsdp": 2}).shape) == {"data": 4, "fsdp": 2}
+    # plain training, uncertainty weighting chained with UPGrad at the feature level, and UPGrad at
+    # the parameter level on a mixture of experts; with validation every epoch
+    hard = hard_sharing(MLP((64,)), tasks)
+    cases = {"plain": (hard, static([1.0, 0.5])),
+             "uw+upgrad/feature": (hard, make_weighting("uw", tasks, {}, steps_per_epoch=5, aggregator="upgrad",
+                                                        level="feature")),
+             "upgrad/parameter": (mmoe(tasks, num_experts=2, expert_features=(64,), tower_hidden=(8,)),
+                                  make_weighting("equal", tasks, {}, steps_per_epoch=5, aggregator="upgrad",
+                                                 level="parameter"))}
+    options = dict(validation=data, batch_size=8, input_key="x", optimizer=opt, progress=False, fsdp_min_size=256)
+    single = {}
+    for name, (model, weighting) in cases.items():
+        single[name] = one = mtl.fit(model, tasks, data, epochs=2, weighting=weighting, **options)
+        for mesh in (every, fsdp):
+            run = mtl.fit(model, tasks, data, epochs=2, weighting=weighting, mesh=mesh, **options)
+            where = f"{name} on {dict(mesh.shape)}"
+            # the state ends with the layout it started with, so every step ran one compiled program
+            layout, rule = jax.tree.map(lambda a: a.sharding, run.state), state_shardings(mesh, run.state, 256)
+            moved = [(jax.tree_util.keystr(p), x.spec, y.spec) for (p, x), y in
+                     zip(jax.tree_util.tree_flatten_with_path(layout)[0], jax.tree.leaves(rule)) if x != y]
+            assert not moved, (where, moved[:3])
+            chex.assert_trees_all_close(jax.device_get(run.state.params), one.state.params, rtol=1e-5, atol=1e-6)
+            chex.assert_trees_all_close(jax.device_get(run.state.weighting_state), one.state.weighting_state,
+                                        rtol=1e-5, atol=1e-6)
+            for key in ("train/y/loss", "train/label/accuracy", "validation/y/rmse", "train/y/weight"):
+                np.testing.assert_allclose(run.history[key], one.history[key], rtol=1e-5, err_msg=f"{where} {key}")
+            for leaf in jax.tree.leaves(run.state):
+                assert len(leaf.sharding.device_set) == 8, where
+            big = [(p, leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(run.state.params)[0] if leaf.size >= 256]
+            assert big, name
+            for path, leaf in big:  # split over fsdp on the FSDP mesh (and so their Adam moments), else replicated
+                split = leaf.sharding.spec != P() and "fsdp" in leaf.sharding.spec
+                assert split == (mesh is fsdp), (where, jax.tree_util.keystr(path), leaf.sharding.spec)
+            moments = [leaf for leaf in jax.tree.leaves(run.state.opt_state) if leaf.size >= 256]
+            assert moments and all(("fsdp" in leaf.sharding.spec) == (mesh is fsdp) for leaf in moments), where
 
-        def run(place_batch, place_state):
-            state = place_state(create_train_state(model, tasks, opt, weighting, data["x"][:2], seed=0))
-            for batch in batches(data, 8, seed=0):
-                state, out = step(state, place_batch(batch))
-            return jax.device_get(state.params)
-
-        sharded = run(by_data, replicated)
-        single = run(lambda b: b, lambda s: s)
-        chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
-
-    # fit on a mesh from the config's spec: uncertainty weighting then UPGrad at the feature level,
-    # validation every epoch; the same history and parameters as on one device
-    from mtl_jax.train.mesh import make_mesh
-    mesh_of_two = make_mesh({"data": -1})
-    assert mesh_of_two.shape["data"] == 2 and make_mesh({"data": 1}) is None
-    uw_upgrad = make_weighting("uw", tasks, {}, steps_per_epoch=5, aggregator="upgrad", level="feature")
-    model = hard_sharing(MLP((16,)), tasks)
-    fits = [mtl.fit(model, tasks, data, validation=data, epochs=2, batch_size=8, input_key="x", optimizer=opt,
-                    weighting=uw_upgrad, progress=False, mesh=mesh) for mesh in (mesh_of_two, None)]
-    chex.assert_trees_all_close(jax.device_get(fits[0].state.params), fits[1].state.params, rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(jax.device_get(fits[0].state.weighting_state), fits[1].state.weighting_state,
-                                rtol=1e-5, atol=1e-6)
-    for key in ("train/y/loss", "train/label/accuracy", "validation/y/rmse", "train/y/weight"):
-        np.testing.assert_allclose(fits[0].history[key], fits[1].history[key], rtol=1e-5, err_msg=key)
-    # a checkpoint written on two devices resumes on one, and one written on one resumes on two:
-    # the run continues as the uninterrupted one-device run
-    import tempfile
-    for first_mesh, then_mesh in ((mesh_of_two, None), (None, mesh_of_two)):
+    # a checkpoint written on 8 devices (FSDP) resumes on one, and one written on one resumes on
+    # 8: the run continues as the uninterrupted one-device run
+    model, weighting = cases["uw+upgrad/feature"]
+    for first_mesh, then_mesh in ((fsdp, None), (None, every)):
         with tempfile.TemporaryDirectory() as workdir:
-            options = dict(validation=data, batch_size=8, input_key="x", optimizer=opt, weighting=uw_upgrad,
-                           progress=False, workdir=workdir, tensorboard=False, plots=False)
-            mtl.fit(model, tasks, data, epochs=1, mesh=first_mesh, **options)
-            resumed = mtl.fit(model, tasks, data, epochs=2, mesh=then_mesh, resume=True, **options)
-        chex.assert_trees_all_close(jax.device_get(resumed.state.params), fits[1].state.params, rtol=1e-5,
-                                    atol=1e-6)
-        np.testing.assert_allclose(resumed.history["validation/y/rmse"], fits[1].history["validation/y/rmse"],
-                                   rtol=1e-5)
+            saving = dict(options, weighting=weighting, workdir=workdir, tensorboard=False, plots=False)
+            mtl.fit(model, tasks, data, epochs=1, mesh=first_mesh, **saving)
+            resumed = mtl.fit(model, tasks, data, epochs=2, mesh=then_mesh, resume=True, **saving)
+        one = single["uw+upgrad/feature"]
+        chex.assert_trees_all_close(jax.device_get(resumed.state.params), one.state.params, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(resumed.history["validation/y/rmse"], one.history["validation/y/rmse"], rtol=1e-5)
         leaf = jax.tree.leaves(resumed.state.params)[0]
-        assert len(leaf.sharding.device_set) == (1 if then_mesh is None else 2), (then_mesh, leaf.sharding)
-    kernel = fits[0].state.params["heads_y"]["Dense_0"]["kernel"]
-    assert kernel.sharding.is_fully_replicated and len(kernel.sharding.device_set) == 2
+        assert len(leaf.sharding.device_set) == (1 if then_mesh is None else 8), (then_mesh, leaf.sharding)
     try:
-        mtl.fit(model, tasks, data, epochs=1, batch_size=7, input_key="x", progress=False, mesh=mesh_of_two)
+        mtl.fit(model, tasks, data, epochs=1, batch_size=12, input_key="x", progress=False, mesh=every)
     except ValueError as error:
-        assert "does not split over the mesh's 2 data devices" in str(error), error
+        assert "does not split over the mesh's 8 devices" in str(error), error
     else:
-        raise AssertionError("an odd batch on two devices was accepted")
+        raise AssertionError("a batch of 12 on 8 devices was accepted")
     print("OK")
 """)
 
 
 @pytest.mark.long
-def test_train_step_fit_and_resume_on_a_two_device_data_mesh_match_one_device():
+def test_fit_on_eight_devices_replicated_or_fsdp_matches_one_device_and_resumes_across_device_counts():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
@@ -102,9 +105,13 @@ def test_a_mesh_spec_is_checked_before_anything_runs():
 
     assert jax.device_count() == 1
     assert make_mesh({}) is None and make_mesh(None) is None and make_mesh({"data": -1}) is None
-    for spec, message in (({"model": 2}, "unknown axis"), ({"data": 64}, "64 devices asked for, 1 available"),
+    assert make_mesh({"data": -1, "fsdp": 1}) is None
+    for spec, message in (({"model": 2}, "unknown axis"), ({"data": 64}, "asks for 64 devices, 1 available"),
+                          ({"data": 2, "fsdp": -1}, "needs a multiple of 2 devices, 1 available"), ({"data": -1, "fsdp": -1}, "at most one"),
                           ({"data": 0}, "must be a number of devices"), ({"data": "all"}, "must be a number")):
         with pytest.raises(ValueError, match=message):
             make_mesh(spec)
-    with pytest.raises(ValueError, match="devices asked for"):
+    with pytest.raises(ValueError, match="asks for 64 devices"):
         check(load_config("experiments/configs/seed_cnn.py", ["mesh.data=64"]))
+    with pytest.raises(ValueError, match="fsdp_min_size"):
+        check(load_config("experiments/configs/seed_cnn.py", ["fsdp_min_size=0"]))

@@ -99,7 +99,7 @@ def placed_here(abstract):
     Orbax restores a leaf without a target sharding onto the devices it was saved from, which
     a run on another number of devices (or another machine) does not have; placed here, a
     checkpoint written on any mesh restores on one device, and the caller places it on its
-    own mesh (``fit`` replicates it): checkpoints move between device counts."""
+    own mesh (``fit`` places it): checkpoints move between device counts."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def place(leaf):

@@ -43,11 +43,13 @@ from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
                                  MetricLog, NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
                                  progress_mode)
-from mtl_jax.train.mesh import check_batch_size, replicate, shard_batches
+from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_size, place_state, shard_batches,
+                                state_shardings)
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
 from mtl_jax.train.state import TrainState, create_train_state
-from mtl_jax.train.step import InputKey, make_eval_step, make_predict_step, make_train_step, select_inputs
+from mtl_jax.train.step import (InputKey, make_eval_step, make_placed_train_step, make_predict_step, make_train_step,
+                                select_inputs)
 from mtl_jax.train.train_loop import Run, new_meta, train_loop
 from mtl_jax.train.workdir_lock import workdir_lock
 from mtl_jax.train.writers import MetricWriter
@@ -127,7 +129,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         tensorboard: bool = True, affinity_every_steps: int = 0,
         affinity_learning_rate: float | None = None, penalty: Callable | None = None,
         run_files: Mapping[str, Any] | None = None, hooks: Sequence[Hook] = (),
-        async_checkpoints: bool = True, plots: bool = True, mesh: Mesh | None = None) -> FitResult:
+        async_checkpoints: bool = True, plots: bool = True, mesh: Mesh | None = None,
+        fsdp_min_size: int = FSDP_MIN_SIZE) -> FitResult:
     """Trains ``model`` on ``tasks`` for ``epochs`` epochs and returns ``(state, history)``.
 
     Args:
@@ -179,10 +182,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
       async_checkpoints: write checkpoints with orbax's asynchronous checkpointing: the step
         waits only for the arrays' copy, not for the disk (a step's folder still appears only
         once complete).
-      mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (:func:`~mtl_jax.train.mesh.make_mesh`):
-        every batch's rows split over its devices, the state replicated on each
+      mesh: a :class:`jax.sharding.Mesh` (:func:`~mtl_jax.train.mesh.make_mesh`): every batch's
+        rows split over its devices, the state replicated on each, or, with an ``fsdp`` axis,
+        its arrays of at least ``fsdp_min_size`` elements split over that axis
         (:mod:`mtl_jax.train.mesh`); the same run as on one device up to float rounding.
-        ``batch_size`` must divide by the axis's size.
+        ``batch_size`` must divide by the mesh's device count.
       plots: with a workdir, draw ``training_progress.png`` and ``task_weights.png`` (and the
         gradient-conflict map) when training ends; ``history.json`` and the logs hold the same
         numbers, so scripted sweeps may skip the figures (about 0.8 s per run).
@@ -232,6 +236,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     monitor = _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
     if mesh is not None and not is_batch_stream(train):
         check_batch_size(mesh, batch_size if is_mixture(train) else min(batch_size, num_examples(train)))
+    check_fsdp_min_size(fsdp_min_size)
     optimizer = optimizer or DEFAULT_OPTIMIZER
     weighting = weighting or static(tuple(static_weights(tasks).tolist()))
     first = first_batch(train, batch_size)
@@ -246,7 +251,9 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     if validation is not None:
         checks.check_input_shape(model, abstract_state.params, select_inputs(head(validation, 8), input_key),
                                  "validation inputs")
-    train_step = make_train_step(model, tasks, optimizer, weighting, input_key, penalty)
+    train_step = (make_train_step(model, tasks, optimizer, weighting, input_key, penalty) if mesh is None else
+                  make_placed_train_step(model, tasks, optimizer, weighting, input_key, penalty,
+                                         state_shardings(mesh, abstract_state, fsdp_min_size)))
     eval_step = make_eval_step(model, tasks, input_key)
 
     meta, checkpointer, writer = new_meta(), None, None
@@ -270,7 +277,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             stack.callback(writer.close)
         if state is None:
             state = create_train_state(model, tasks, optimizer, weighting, example, seed)
-        state = replicate(mesh, state)
+        state = place_state(mesh, state, fsdp_min_size)
 
         loop_hooks: list = []
         if validation is not None:

@@ -67,6 +67,21 @@ def make_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.
     return jax.jit(train_step_function(model, tasks, optimizer, weighting, input_key, penalty), donate_argnums=0)
 
 
+def make_placed_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
+                           weighting: Method, input_key: InputKey, penalty: Callable | None, state_shardings):
+    """:func:`make_train_step` whose new state keeps the layout ``state_shardings`` on a device
+    mesh (:mod:`mtl_jax.train.mesh`): XLA's sharding propagation would otherwise choose where
+    the updated arrays live (splitting a small replicated head over the ``fsdp`` axis, say), so
+    the next step would see another layout and compile again."""
+    step = train_step_function(model, tasks, optimizer, weighting, input_key, penalty)
+
+    def placed_step(state, batch):
+        new_state, outputs = step(state, batch)
+        return jax.lax.with_sharding_constraint(new_state, state_shardings), outputs
+
+    return jax.jit(placed_step, donate_argnums=0)
+
+
 @functools.lru_cache(maxsize=16)
 def make_seeds_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer: optax.GradientTransformation,
                           weighting: Method, input_key: InputKey = "image", penalty: Callable | None = None):
