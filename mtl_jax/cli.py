@@ -1,6 +1,7 @@
 """The ``mtl-jax`` command: train, eval, predict, list.
 
     mtl-jax train   --config experiments/configs/seed_cnn.py [--config.key=value ...] --workdir DIR [--resume]
+                    [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
     mtl-jax config  --config experiments/configs/seed_cnn.py [--config.key=value ...]
     mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
     mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
@@ -49,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
     _config_arguments(train)
     _run_arguments(train, "where checkpoints, logs and plots go", "continue from the latest checkpoint in the workdir")
+    hosts = train.add_argument_group("several processes (hosts), each running this same command "
+                                     "(mtl_jax/distributed.py)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="let JAX find the processes from the cluster (SLURM, Cloud TPU, ...)")
     for name, text in (("eval", "evaluate a workdir's checkpoint on a split"),
                        ("predict", "write per-task predictions to CSV or NPZ")):
         p = sub.add_parser(name, help=text)
@@ -109,6 +117,10 @@ def run(argv: list[str] | None = None) -> int:
                 progress=False if args.quiet else None)
         print((Path(args.workdir) / "results.md").read_text())
         return 0
+    if args.command == "train":
+        from mtl_jax import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
     from mtl_jax import experiment
 
     if args.command == "train":

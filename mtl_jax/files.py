@@ -6,19 +6,27 @@ path never share it: the last rename wins and neither can truncate the other's f
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
+from mtl_jax.distributed import writes_files
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Yields a file to write ``path``'s new content into; renames it over ``path`` on success.
 
-    On an error the temporary file is removed and ``path`` keeps its old content.
+    On an error the temporary file is removed and ``path`` keeps its old content. In a run of
+    several processes only process 0 writes (:func:`mtl_jax.distributed.writes_files`): the
+    others' content goes nowhere.
     """
+    if not writes_files():
+        yield io.BytesIO() if "b" in mode else io.StringIO()
+        return
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -56,6 +56,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mtl_jax.distributed import writes_files
+
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 CORRUPT_DIR = "corrupt"
@@ -196,7 +198,10 @@ class Checkpointer:
             keep = None if self.read_only else self.keep if folder == LATEST_DIR else 1
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=False, enable_async_checkpointing=self.asynchronous, read_only=self.read_only,
-                save_interval_steps=0 if self.read_only else 1)
+                save_interval_steps=0 if self.read_only else 1,
+                # with several processes the latest and best managers may save the same step at
+                # once: their barriers need their own names
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=folder))
             handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
                         "epoch_outputs": ocp.StandardCheckpointHandler()}
             absl_logger = logging.getLogger("absl")
@@ -311,7 +316,7 @@ class Checkpointer:
                                         saved_metadata))
 
     def _skip(self, step: int, error: UnreadableCheckpoint) -> None:
-        if self.read_only:
+        if self.read_only or not writes_files():
             warnings.warn(f"{error}; using the previous one", RuntimeWarning, stacklevel=3)
             return
         target = self.workdir / CORRUPT_DIR / str(step)

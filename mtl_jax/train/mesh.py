@@ -22,8 +22,9 @@ the placed state keeps its layout from step to step (nothing recompiles). On one
 nothing is placed at all.
 
 :func:`make_mesh` builds the mesh from a config's ``mesh`` field: ``{"data": n}`` or
-``{"data": n, "fsdp": k}`` (``-1`` on one axis: as many devices as are left). Several hosts
-are not here yet (issue 21).
+``{"data": n, "fsdp": k}`` (``-1`` on one axis: as many devices as are left). With several
+processes (:mod:`mtl_jax.distributed`) the mesh spans every process's devices and each process
+gives its own devices their rows and their part of the state.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from mtl_jax.distributed import global_array
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
@@ -116,7 +119,9 @@ def state_shardings(mesh: Mesh, tree: Any, min_size: int = FSDP_MIN_SIZE) -> Any
 def place_state(mesh: Mesh | None, tree: Any, min_size: int = FSDP_MIN_SIZE) -> Any:
     """``tree`` placed on the mesh (:func:`state_spec`: replicated, large arrays split over
     ``fsdp``); unchanged without a mesh."""
-    return tree if mesh is None else jax.device_put(tree, state_shardings(mesh, tree, min_size))
+    if mesh is None:
+        return tree
+    return jax.tree.map(global_array, tree, state_shardings(mesh, tree, min_size))
 
 
 def shard_batches(mesh: Mesh | None, batches: Iterable[dict]) -> Iterator[dict]:
@@ -126,4 +131,4 @@ def shard_batches(mesh: Mesh | None, batches: Iterable[dict]) -> Iterator[dict]:
         return
     rows = NamedSharding(mesh, P(tuple(mesh.axis_names)))
     for batch in batches:
-        yield jax.device_put(batch, rows)
+        yield jax.tree.map(lambda rows_of_leaf: global_array(rows_of_leaf, rows), batch)

@@ -72,12 +72,17 @@ def make_placed_train_step(model: nn.Module, tasks: tuple[Task, ...], optimizer:
     """:func:`make_train_step` whose new state keeps the layout ``state_shardings`` on a device
     mesh (:mod:`mtl_jax.train.mesh`): XLA's sharding propagation would otherwise choose where
     the updated arrays live (splitting a small replicated head over the ``fsdp`` axis, say), so
-    the next step would see another layout and compile again."""
+    the next step would see another layout and compile again. The step's outputs are
+    replicated, so every process can read them."""
     step = train_step_function(model, tasks, optimizer, weighting, input_key, penalty)
+
+    replicated = jax.sharding.NamedSharding(jax.tree.leaves(state_shardings)[0].mesh, jax.sharding.PartitionSpec())
 
     def placed_step(state, batch):
         new_state, outputs = step(state, batch)
-        return jax.lax.with_sharding_constraint(new_state, state_shardings), outputs
+        # the outputs (sums, weights, Gramian) are read on the host: whole on every process
+        return (jax.lax.with_sharding_constraint(new_state, state_shardings),
+                jax.lax.with_sharding_constraint(outputs, replicated))
 
     return jax.jit(placed_step, donate_argnums=0)
 

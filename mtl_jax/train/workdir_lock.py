@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from mtl_jax.distributed import writes_files
+
 LOCK_FILE = ".lock"
 
 _held: dict[Path, int] = {}  # absolute workdir -> nesting depth, for this process's locks
@@ -83,6 +85,9 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
       PermissionError: the workdir cannot be created or written.
     """
     path = Path(workdir).absolute()
+    if not writes_files():  # process 0 of a multi-process run holds the lock for all of them
+        yield path
+        return
     if path in _held:
         _held[path] += 1
         try:

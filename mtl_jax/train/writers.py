@@ -9,12 +9,14 @@ resumed run's logs equal an uninterrupted run's.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
+from mtl_jax.distributed import writes_files
 from mtl_jax.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
@@ -40,13 +42,16 @@ class MetricWriter:
 
     def __init__(self, workdir: str | Path, tensorboard: bool = True, resume_step: int | None = None):
         self.path = Path(workdir) / METRICS_FILE
+        self._tb = None
+        if not writes_files():  # another process than process 0 of a multi-process run: writes nothing
+            self._file = io.StringIO()
+            return
         if resume_step is None:
             if self.path.exists():
                 self.path.unlink()
         else:
             self._truncate(resume_step)
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -68,7 +73,8 @@ class MetricWriter:
 
     def flush(self) -> None:
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if not isinstance(self._file, io.StringIO):
+            os.fsync(self._file.fileno())
         if self._tb is not None:
             self._tb.flush()
 
