@@ -1,7 +1,7 @@
 """Data-parallel training on 1 and on N simulated CPU devices (``mesh={"data": -1}``): samples per
 second and the largest parameter difference, each device count in its own process.
 
-    python benchmarks/mesh_speed.py [--devices 1 8] [--train 1024] [--epochs 2] [--batch 64]
+    python benchmarks/mesh_speed.py [--devices 1 8] [--fsdp 4] [--train 1024] [--epochs 2] [--batch 64]
                                     [--model seed_cnn|mlp] [--aggregator upgrad]
 
 A correctness run, not a speed claim: N simulated devices share the same CPU cores
@@ -40,8 +40,10 @@ model = hard_sharing(SeedCNN() if args["model"] == "seed_cnn" else MLP((256, 256
 steps = args["train"] // args["batch"]
 weighting = make_weighting("equal", tasks, {}, steps_per_epoch=steps, aggregator=args["aggregator"] or "none",
                            level="feature")
-mesh = make_mesh({"data": args["devices"]})
-options = dict(batch_size=args["batch"], weighting=weighting, progress=False, mesh=mesh)
+spec = {"data": args["devices"] // args["fsdp"], "fsdp": args["fsdp"]} if args["devices"] > 1 else {"data": 1}
+mesh = make_mesh(spec)
+options = dict(batch_size=args["batch"], weighting=weighting, progress=False, mesh=mesh,
+               fsdp_min_size=args["fsdp_min_size"])
 mtl.fit(model, tasks, data["train"], epochs=1, **options)  # compiles
 start = time.perf_counter()
 result = mtl.fit(model, tasks, data["train"], epochs=args["epochs"], **options)
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--model", choices=["seed_cnn", "mlp"], default="seed_cnn")
     parser.add_argument("--aggregator", default="upgrad", help="a gradient aggregator at the feature level, or ''")
+    parser.add_argument("--fsdp", type=int, default=1, help="devices of the fsdp axis (parameters split over them)")
+    parser.add_argument("--fsdp-min-size", type=int, default=4096, help="arrays with fewer elements stay replicated")
     parser.add_argument("--real", action="store_true", help="use the devices JAX sees (no simulated CPU devices)")
     args = parser.parse_args()
 
@@ -81,7 +85,8 @@ def main() -> None:
             rows.append((count, report["samples_per_s"], [params[k] for k in sorted(params, key=lambda k: int(k[4:]))]))
     base_rate, base_params = rows[0][1], rows[0][2]
     print(f"{args.model}, train {args.train}, {args.epochs} epochs, batch {args.batch}, "
-          f"aggregator {args.aggregator or 'none'} (feature level); {'real' if args.real else 'simulated CPU'} devices")
+          f"aggregator {args.aggregator or 'none'} (feature level); {'real' if args.real else 'simulated CPU'} devices"
+          + (f"; fsdp axis {args.fsdp} (arrays of >= {args.fsdp_min_size} elements split)" if args.fsdp > 1 else ""))
     print("| devices | samples / s | / 1 device | max param diff vs first |")
     print("|---|---|---|---|")
     for count, rate, params in rows:
