@@ -42,7 +42,8 @@ def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writ
     single = train_and_evaluate(load_config(ROOT / "experiments/configs/arrays.py", overrides), tmp_path / "one",
                                 progress=False)
     workdir, port = tmp_path / "two", _free_port()
-    env = dict(os.environ)
+    # compiled without LLVM's optimisations, as the suite's in-process programs are (tests/conftest.py)
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
     command = [sys.executable, "-m", "mtl_jax.cli", "train", "--config", str(ROOT / "experiments/configs/arrays.py"),
                "--workdir", str(workdir), "--quiet", "--coordinator", f"localhost:{port}", "--num-processes", "2",
                *[arg for o in overrides for arg in ("--set", o)]]

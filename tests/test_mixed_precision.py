@@ -74,9 +74,10 @@ def test_gradients_reach_float32_parameters_close_to_the_float32_ones():
         return jnp.mean((out["y"][:, 0] - data["y"]) ** 2) + optax.softmax_cross_entropy_with_integer_labels(
             out["label"], data["label"]).mean()
 
-    reference = jax.grad(loss)(params, model)
+    gradient = jax.jit(jax.grad(loss), static_argnums=1)
+    reference = gradient(params, model)
     for precision, tolerance in (("bfloat16", 6e-2), ("float16", 6e-3)):
-        grads = jax.grad(loss)(params, mixed_precision(model, precision))
+        grads = gradient(params, mixed_precision(model, precision))
         chex.assert_trees_all_equal_dtypes(grads, reference)
         for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
             assert jnp.max(jnp.abs(g - r)) <= tolerance * jnp.max(jnp.abs(r)), precision
@@ -93,9 +94,10 @@ def test_float16_loss_scaling_keeps_gradients_that_float16_flushes_to_zero():
     def loss(p, m):
         return 1e-9 * jnp.sum(m.apply({"params": p}, data["x"])["y"] ** 2)
 
-    reference = jax.grad(loss)(params, model)["trunk"]
-    flushed = jax.grad(loss)(params, mixed_precision(model, "float16"))["trunk"]
-    scaled = jax.grad(loss)(params, mixed_precision(model, "float16", loss_scale=2.0 ** 20))["trunk"]
+    gradient = jax.jit(jax.grad(loss), static_argnums=1)
+    reference = gradient(params, model)["trunk"]
+    flushed = gradient(params, mixed_precision(model, "float16"))["trunk"]
+    scaled = gradient(params, mixed_precision(model, "float16", loss_scale=2.0 ** 20))["trunk"]
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(flushed))
     for g, r in zip(jax.tree.leaves(scaled), jax.tree.leaves(reference)):
         assert float(jnp.max(jnp.abs(r))) > 0
@@ -105,11 +107,11 @@ def test_float16_loss_scaling_keeps_gradients_that_float16_flushes_to_zero():
 @pytest.mark.parametrize("level", ["feature", "parameter"])
 def test_a_gradient_method_trains_in_bfloat16_at_each_level_close_to_float32(level):
     """UPGrad at each gradient level: the state stays float32, the Gramian the method sees is
-    float32 and close to the float32 run's, and a few epochs end near the float32 losses."""
+    float32, and two epochs end near the float32 losses and parameters."""
     data = toy_regression_classification(64)
     model = hard_sharing(MLP((32,)), TASKS)
     weighting = make_weighting("equal", TASKS, {}, steps_per_epoch=4, aggregator="upgrad", level=level)
-    runs = {precision: mtl.fit(mixed_precision(model, precision), TASKS, data, epochs=3, batch_size=16,
+    runs = {precision: mtl.fit(mixed_precision(model, precision), TASKS, data, epochs=2, batch_size=16,
                                input_key="x", weighting=weighting, optimizer=optax.adam(1e-2), progress=False)
             for precision in ("float32", "bfloat16")}
     chex.assert_trees_all_equal_dtypes(runs["bfloat16"].state, runs["float32"].state)
