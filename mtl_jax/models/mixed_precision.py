@@ -36,13 +36,13 @@ import jax
 import jax.numpy as jnp
 
 PRECISIONS = ("float32", "bfloat16", "float16")
-_COMPUTE_DTYPE = contextvars.ContextVar("mtl_jax_compute_dtype", default=jnp.dtype(jnp.float32))
+_COMPUTE_DTYPE: contextvars.ContextVar[str] = contextvars.ContextVar("mtl_jax_compute_dtype", default="float32")
 
 
 def compute_dtype():
     """The dtype the model being applied computes in: float32, or the precision of the
     :class:`MixedPrecision` wrapper applying it (read while the model is traced)."""
-    return _COMPUTE_DTYPE.get()
+    return jnp.dtype(_COMPUTE_DTYPE.get())
 
 
 def as_compute_floats(x, scale: float | None = None):
@@ -56,7 +56,7 @@ def as_compute_floats(x, scale: float | None = None):
 
 @contextlib.contextmanager
 def _computing_in(dtype):
-    token = _COMPUTE_DTYPE.set(jnp.dtype(dtype))
+    token = _COMPUTE_DTYPE.set(jnp.dtype(dtype).name)
     try:
         yield
     finally:
@@ -99,9 +99,9 @@ def unwrap(model):
 def _cast(tree: Any, dtype) -> Any:
     """Floating-point leaves of ``tree`` as ``dtype``; every other leaf unchanged."""
     def cast(leaf):
-        if isinstance(leaf, (jax.Array, jax.core.Tracer)) or hasattr(leaf, "dtype"):
-            if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and jnp.result_type(leaf) != dtype:
-                return jnp.asarray(leaf).astype(dtype)
+        if (hasattr(leaf, "dtype") and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+                and jnp.result_type(leaf) != dtype):
+            return jnp.asarray(leaf).astype(dtype)
         return leaf
     return jax.tree.map(cast, tree)
 

@@ -33,7 +33,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mtl_jax.distributed import global_array
 
