@@ -128,6 +128,7 @@ def test_a_precision_is_checked_named_in_the_signature_and_a_resume_in_another_i
             check_precision(precision, scale)
     model = hard_sharing(MLP((4,)), TASKS)
     assert mixed_precision(model, "float32") is model and precision_of(model) == "float32"
+    assert mixed_precision(mixed_precision(model, "bfloat16"), "float32") is model
     assert precision_of(mixed_precision(mixed_precision(model, "bfloat16"), "float16", 1024)) == \
         "float16 (loss scale 1024)"
     state = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}

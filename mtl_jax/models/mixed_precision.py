@@ -45,13 +45,13 @@ def compute_dtype():
     return jnp.dtype(_COMPUTE_DTYPE.get())
 
 
-def as_compute_floats(x, scale: float | None = None):
-    """Integer inputs (counts, or ``uint8`` images with ``scale=1/255``) as floats of the compute
+def as_compute_floats(x, divisor: float | None = None):
+    """Integer inputs (counts, or ``uint8`` images with ``divisor=255``) as floats of the compute
     dtype; floating inputs unchanged (the wrapper already cast them)."""
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x
     x = x.astype(compute_dtype())
-    return x * jnp.asarray(scale, x.dtype) if scale is not None else x
+    return x / jnp.asarray(divisor, x.dtype) if divisor is not None else x
 
 
 @contextlib.contextmanager
@@ -79,7 +79,7 @@ def mixed_precision(model, precision: str = "float32", loss_scale: float = 1.0):
     """``model`` computing in ``precision`` (``float32``: the model itself)."""
     check_precision(precision, loss_scale)
     if precision == "float32":
-        return model
+        return unwrap(model)
     return MixedPrecision(unwrap(model), precision, float(loss_scale))
 
 

@@ -19,7 +19,7 @@ from mtl_jax.models.conv_block import ConvReLUPool
 def as_float_image(x):
     """Integer (``uint8``) images to floats in [0, 1]; float inputs pass unchanged. Floats of the
     compute dtype (:mod:`mtl_jax.models.mixed_precision`: float32 unless the model is wrapped)."""
-    return as_compute_floats(x, 1 / 255)
+    return as_compute_floats(x, 255)
 
 
 class MLP(nn.Module):
