@@ -4,9 +4,12 @@ Every process runs the same command; ``jax.distributed.initialize`` connects the
 ``jax.devices()`` lists every process's devices and a mesh spans them all
 (:mod:`mtl_jax.train.mesh`). The train step is then one program over the global mesh:
 
-* each process builds the same global batch (same data, seed and epoch) and hands its own
-  devices their rows (:func:`global_array`, ``jax.make_array_from_callback``), so the run is
-  the one-process run on the same mesh, up to float rounding;
+* every process draws the same order of examples (same data, seed and epoch) and reads only
+  the rows of each global batch its own devices hold (``batches(..., shard=...)``,
+  :func:`mtl_jax.train.mesh.process_shard`), assembled into the global batch by
+  ``jax.make_array_from_process_local_data``; an iterable of batches or a task mixture is
+  read whole by every process, which hands its devices their rows (:func:`global_array`). The
+  run is the one-process run on the same mesh, up to float rounding;
 * the train state starts identical everywhere (same seed) and is placed the same way;
 * only process 0 writes files: ``config.json``, ``history.json``, logs, TensorBoard, plots
   and ``results.json`` (:func:`writes_files`; the others' writes go nowhere) and holds the
@@ -73,6 +76,14 @@ def writes_files() -> bool:
     """Whether this process writes the run's files: process 0 of several, or the only one."""
     jax = sys.modules.get("jax")
     return jax is None or not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def wait_for_all(name: str) -> None:
+    """Returns when every process has called it with ``name`` (a barrier); at once with one process."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def global_array(value: Any, sharding) -> Any:

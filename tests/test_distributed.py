@@ -1,6 +1,7 @@
 """Several processes (mtl_jax/distributed.py): two ``mtl-jax train`` processes on localhost, one
 CPU device each, train one run over both (CPU collectives over Gloo) with the results of the
-one-process run; only process 0 writes the run's files; the checkpoint they wrote evaluates in
+one-process run, each reading only its rows of every batch of a streamed TFDS split that
+process 0 generated while the other waited; only process 0 writes the run's files; the checkpoint they wrote evaluates in
 one process. The connection arguments are checked before JAX starts."""
 import json
 import os
@@ -19,15 +20,11 @@ from mtl_jax.experiment import evaluate_run, train_and_evaluate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _arrays(folder: Path) -> list[str]:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 64), ("validation", 32), ("test", 32)):
-        x = rng.normal(size=(n, 6)).astype(np.float32)
-        np.savez(folder / f"{split}.npz", x=x, quality=(x[:, 0] - 2 * x[:, 1]).astype(np.float32),
-                 grade=np.digitize(x[:, 2], [-0.5, 0.5]).astype(np.int32))
-    return [f"data.{split}={folder / split}.npz" for split in ("train", "validation", "test")] + [
-        "epochs=2", "batch_size=16", "tensorboard=False", "plots=False", "model_kwargs.features=(16,)",
-        "weighting=uw", "aggregator=upgrad"]
+CONFIG = ROOT / "experiments/configs/correlated_tasks.py"
+# a generated TFDS dataset, streamed (so each process reads only its rows of every batch), small
+OVERRIDES = ["data.train_size=64", "data.validation_size=32", "data.test_size=32", "epochs=2", "batch_size=16",
+             "tensorboard=False", "plots=False", "model_kwargs.features=(16,4)", "head_hidden=(8,)",
+             "gradient_diagnostics=False", "weighting=uw", "aggregator=upgrad"]
 
 
 def _free_port() -> int:
@@ -38,31 +35,32 @@ def _free_port() -> int:
 
 @pytest.mark.long
 def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writes(tmp_path):
-    overrides = _arrays(tmp_path)
-    single = train_and_evaluate(load_config(ROOT / "experiments/configs/arrays.py", overrides), tmp_path / "one",
-                                progress=False)
-    workdir, port = tmp_path / "two", _free_port()
+    """Both processes start on an empty data folder: process 0 generates the dataset while the
+    other waits; each then reads only its half of every batch from the streamed split."""
+    workdir, port, data_dir = tmp_path / "two", _free_port(), tmp_path / "data"
     # compiled without LLVM's optimisations, as the suite's in-process programs are (tests/conftest.py)
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
-    command = [sys.executable, "-m", "mtl_jax.cli", "train", "--config", str(ROOT / "experiments/configs/arrays.py"),
-               "--workdir", str(workdir), "--quiet", "--coordinator", f"localhost:{port}", "--num-processes", "2",
-               *[arg for o in overrides for arg in ("--set", o)]]
+    env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
+    command = [sys.executable, "-m", "mtl_jax.cli", "train", "--config", str(CONFIG), "--workdir", str(workdir),
+               "--quiet", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+               *[arg for o in OVERRIDES for arg in ("--set", o)]]
     processes = [subprocess.Popen([*command, "--process-id", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=150) for p in processes]
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
+    single = train_and_evaluate(load_config(CONFIG, OVERRIDES), tmp_path / "one", progress=False, data_dir=data_dir)
     results = json.loads((workdir / "results.json").read_text())
     for key, value in single["final"].items():
         np.testing.assert_allclose(results["final"][key], value, rtol=1e-4, err_msg=key)
     history = json.loads((workdir / "history.json").read_text())
     reference = json.loads((tmp_path / "one" / "history.json").read_text())
-    np.testing.assert_allclose(history["train/quality/loss"], reference["train/quality/loss"], rtol=1e-4)
+    np.testing.assert_allclose(history["train/t0/loss"], reference["train/t0/loss"], rtol=1e-4)
     # process 0 alone wrote the files (no leftover temporary files of the other), and the
     # checkpoint both wrote evaluates in one process
     assert not list(workdir.glob(".*.tmp")) and not (workdir / ".lock").exists()
-    scores = evaluate_run(workdir, "test", "latest")
-    np.testing.assert_allclose(scores["quality/rmse"], single["final"]["quality/rmse"], rtol=1e-4)
+    scores = evaluate_run(workdir, "test", "latest", data_dir=data_dir)
+    np.testing.assert_allclose(scores["t0/rmse"], single["final"]["t0/rmse"], rtol=1e-4)
 
 
 def test_the_connection_arguments_are_checked_before_jax_starts():

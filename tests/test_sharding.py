@@ -120,3 +120,17 @@ def test_a_mesh_spec_is_checked_before_anything_runs():
         check(load_config("experiments/configs/seed_cnn.py", ["mesh.data=64"]))
     with pytest.raises(ValueError, match="fsdp_min_size"):
         check(load_config("experiments/configs/seed_cnn.py", ["fsdp_min_size=0"]))
+
+
+def test_a_process_reads_the_one_block_of_rows_its_devices_hold():
+    """Per-process input: the rows a process's devices hold are block ``index`` of ``count`` equal
+    blocks, which ``batches(..., shard=(index, count))`` reads; anything else is refused by name."""
+    from mtl_jax.train.mesh import process_shard, shard_of
+
+    assert shard_of([(8, 12), (12, 16)], 32) == (1, 4)  # devices 2 and 3 of 8: the second quarter
+    assert shard_of([(12, 16), (8, 12), (8, 12)], 32) == (1, 4)  # in any order, replicas counted once
+    assert shard_of([(0, 32)], 32) == (0, 1)
+    for blocks in ([(0, 4), (8, 12)], [(4, 12)], [(0, 12)]):  # a gap; not aligned; not an even split
+        with pytest.raises(ValueError, match="not one block of an even split"):
+            shard_of(blocks, 32)
+    assert process_shard(None, 32) == (0, 1)  # one process reads every row

@@ -21,6 +21,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mtl_jax import distributed
 from mtl_jax.data.sources import RecordSource, order_by_key
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -114,6 +115,11 @@ def read_split(source, batch_size: int = 1024) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _prepare(builder) -> None:
+    tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
+    builder.download_and_prepare()
+
+
 def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | None = None, *,
                    casts: Mapping[str, Any] | None = None, in_memory: bool = True) -> dict[str, Any]:
     """Prepares ``builder_class`` with ``config`` once and returns ``{split: dataset}``.
@@ -126,12 +132,21 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
     """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
+    def make_builder():
+        return builder_class(config=config, data_dir=str(data_dir or default_data_dir()), file_format="array_record")
+
     with quiet_absl():  # "Using custom data configuration", "Downloading and preparing": nothing downloads
-        builder = builder_class(config=config, data_dir=str(data_dir or default_data_dir()),
-                                file_format="array_record")
-        if not builder.is_prepared():
-            tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
-            builder.download_and_prepare()
+        builder = make_builder()
+        # Several processes: process 0 generates first, the others wait for it, so they never
+        # write one folder at once; a process whose folder is still empty then (a disk of its
+        # own host) generates its own copy, the same data from the same config.
+        if distributed.writes_files() and not builder.is_prepared():
+            _prepare(builder)
+        if distributed.process_count() > 1:
+            distributed.wait_for_all(f"mtl_jax generated {builder.info.full_name}")
+            builder = make_builder()
+            if not builder.is_prepared():
+                _prepare(builder)
         sources = builder.as_data_source()
     casts = dict(casts or {})
 

@@ -43,8 +43,8 @@ from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
                                  MetricLog, NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
                                  progress_mode)
-from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_size, place_state, shard_batches,
-                                state_shardings)
+from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_size, place_state, process_shard,
+                                shard_batches, state_shardings)
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
 from mtl_jax.train.state import TrainState, create_train_state
@@ -299,8 +299,14 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
                            Checkpointing(checkpointer, checkpoint_every_steps, _saveable), RunFiles(plots)]
 
         run = Run(tasks, state, meta, epochs, steps_per_epoch(train, batch_size), workdir, step=int(state.step))
+        # each process reads only its devices' rows of every batch of arrays or records; an
+        # iterable of batches or a task mixture is read whole by every process
+        streamed_whole = is_batch_stream(train) or is_mixture(train)
+        rows = None if streamed_whole else min(batch_size, num_examples(train))
+        shard = (0, 1) if streamed_whole else process_shard(mesh, rows)
         train_loop(train_step, run, lambda epoch, start: shard_batches(mesh, batches(
-            train, batch_size, seed=seed, epoch=epoch, start_step=start, check=check_train)), loop_hooks)
+            train, batch_size, seed=seed, epoch=epoch, start_step=start, check=check_train, shard=shard),
+            global_rows=rows), loop_hooks)
         return FitResult(run.state, run.history)
 
 

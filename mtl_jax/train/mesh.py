@@ -28,6 +28,7 @@ gives its own devices their rows and their part of the state.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -36,7 +37,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mtl_jax.distributed import global_array
+from mtl_jax.distributed import global_array, process_count
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
@@ -125,11 +126,44 @@ def place_state(mesh: Mesh | None, tree: Any, min_size: int = FSDP_MIN_SIZE) -> 
     return jax.tree.map(global_array, tree, state_shardings(mesh, tree, min_size))
 
 
-def shard_batches(mesh: Mesh | None, batches: Iterable[dict]) -> Iterator[dict]:
-    """Each batch with its rows split over every device of the mesh (unchanged without a mesh)."""
+def process_shard(mesh: Mesh | None, batch_size: int) -> tuple[int, int]:
+    """``(index, count)``: this process's devices hold rows ``[index * B / count, (index + 1) * B / count)``
+    of every ``batch_size``-row batch, so it reads only those (``batches(..., shard=...)``);
+    ``(0, 1)`` with one process. An error names a mesh whose rows of a process are not one
+    contiguous block (the devices of each process must be neighbours on the mesh, as
+    ``jax.devices()`` orders them)."""
+    if mesh is None or process_count() == 1:
+        return 0, 1
+    held = NamedSharding(mesh, P(tuple(mesh.axis_names))).addressable_devices_indices_map((batch_size,))
+    return shard_of([index[0].indices(batch_size)[:2] for index in held.values()], batch_size)
+
+
+def shard_of(blocks: Iterable[tuple[int, int]], batch_size: int) -> tuple[int, int]:
+    """``(index, count)`` of the rows ``[start, stop)`` of ``blocks`` (one per device of a process)
+    when together they are block ``index`` of ``count`` equal blocks of the batch."""
+    blocks = sorted(set(blocks))
+    start, stop = blocks[0][0], blocks[-1][1]
+    size = stop - start
+    if any(a[1] != b[0] for a, b in itertools.pairwise(blocks)) or batch_size % size or start % size:
+        raise ValueError(f"this process's devices hold rows {blocks} of a {batch_size}-row batch, not one block of "
+                         "an even split: build the mesh from jax.devices() in their order (make_mesh does)")
+    return start // size, batch_size // size
+
+
+def shard_batches(mesh: Mesh | None, batches: Iterable[dict], global_rows: int | None = None) -> Iterator[dict]:
+    """Each batch with its rows split over every device of the mesh (unchanged without a mesh).
+
+    ``global_rows``: each process's batches hold only its own rows (its :func:`process_shard` of
+    batches of ``global_rows`` rows), and the global batch is assembled from every process's part
+    (``jax.make_array_from_process_local_data``); None: every process holds the whole batch.
+    """
     if mesh is None:
         yield from batches
         return
     rows = NamedSharding(mesh, P(tuple(mesh.axis_names)))
     for batch in batches:
-        yield jax.tree.map(lambda rows_of_leaf: global_array(rows_of_leaf, rows), batch)
+        if global_rows is not None and process_count() > 1:
+            yield jax.tree.map(lambda part: jax.make_array_from_process_local_data(
+                rows, part, (global_rows, *np.shape(part)[1:])), batch)
+        else:
+            yield jax.tree.map(lambda whole: global_array(whole, rows), batch)
