@@ -6,7 +6,8 @@ metrics and time per step, in one process, as ratios to float32.
 
 Each precision trains the config (the seed CNN on the embedded houses data by default: price
 MSE + 0.5 x kind cross-entropy, Adam, 10 epochs) from the same seeds into a temporary workdir
-and is scored on the test split. float16 uses ``--loss-scale`` (default 1: none). Prints a
+and is scored on the test split. float16 uses ``--loss-scale`` (default 1: none; a number, or
+``dynamic``: the run finds it, halving on overflow; the table then counts overflow steps). Prints a
 markdown table: per precision, each reported test metric (mean over seeds), seconds per
 train step (wall time of the whole run, compilation and evaluation included, over its steps)
 and that time as a ratio to float32. On a CPU reduced precision is emulated and slower; the
@@ -15,6 +16,7 @@ accuracy columns are the point there. On a GPU or TPU the ratio is the speed-up.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "experiments/configs/seed_cnn.py"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "float16"])
-    parser.add_argument("--loss-scale", type=float, default=1.0)
+    parser.add_argument("--loss-scale", type=lambda text: text if text == "dynamic" else float(text), default=1.0,
+                        help="float16's loss scale: a number, or dynamic")
     parser.add_argument("--metrics", nargs="+", default=["price/rmse", "kind/accuracy"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -43,7 +46,7 @@ def main() -> None:
 
     rows = {}
     for precision in args.precisions:
-        scores, seconds = [], []
+        scores, seconds, overflows = [], [], []
         for seed in args.seeds:
             overrides = [*args.set, "tensorboard=False", "plots=False", f"seed={seed}", f"precision={precision}",
                          f"loss_scale={args.loss_scale if precision == 'float16' else 1.0}"]
@@ -52,17 +55,21 @@ def main() -> None:
                 start = time.perf_counter()
                 results = train_and_evaluate(config, workdir, progress=False)
                 seconds.append((time.perf_counter() - start) / results["steps"])
+                history = json.loads((Path(workdir) / "history.json").read_text())
+            overflows.append(sum(history.get("train/overflow_steps", [0])))
             scores.append(results["final"])
-        rows[precision] = ({m: float(np.mean([s[m] for s in scores])) for m in args.metrics}, float(np.mean(seconds)))
+        rows[precision] = ({m: float(np.mean([s[m] for s in scores])) for m in args.metrics}, float(np.mean(seconds)),
+                           float(np.mean(overflows)))
 
     base = rows.get("float32", next(iter(rows.values())))[1]
     print(f"{jax.devices()}; config {Path(args.config).name}, overrides {args.set}, seeds {args.seeds}")
-    print("| precision | " + " | ".join(args.metrics) + " | s / step | / float32 |")
-    print("|---" * (len(args.metrics) + 3) + "|")
-    for precision, (metrics, per_step) in rows.items():
-        name = precision + (f" (loss scale {args.loss_scale:g})" if precision == "float16" else "")
+    print("| precision | " + " | ".join(args.metrics) + " | s / step | / float32 | overflow steps |")
+    print("|---" * (len(args.metrics) + 4) + "|")
+    for precision, (metrics, per_step, overflow) in rows.items():
+        scale = args.loss_scale if isinstance(args.loss_scale, str) else f"{args.loss_scale:g}"
+        name = precision + (f" (loss scale {scale})" if precision == "float16" else "")
         print(f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in args.metrics)
-              + f" | {per_step:.4f} | {per_step / base:.2f} |")
+              + f" | {per_step:.4f} | {per_step / base:.2f} | {overflow:g} |")
 
 
 if __name__ == "__main__":

@@ -86,12 +86,25 @@ def default_config() -> ml_collections.ConfigDict:
     c.precision = "float32"         # float32 | bfloat16 | float16: the model's compute dtype; parameters,
                                     # optimizer and balancing state, losses and Gramians stay float32
                                     # (mtl_jax/models/mixed_precision.py)
-    c.loss_scale = 1.0              # float16 only: static loss scale (e.g. 1024) so small gradients survive
+    c.loss_scale = 1.0              # float16 only: a static loss scale (e.g. 1024) so small gradients survive,
+                                    # or "dynamic": found by the run (halved on overflow, doubled when stable)
     c.mesh = {"data": -1}           # devices per axis (-1: all JAX sees): each batch's rows split over them,
                                     # the state replicated; {"data": -1, "fsdp": k}: arrays of at least
                                     # fsdp_min_size elements split in k (mtl_jax/train/mesh.py)
     c.fsdp_min_size = 2 ** 20       # elements (4 MiB of float32): smaller arrays stay replicated
-    return c
+    return _number_or_name(c)
+
+
+# Fields that take a number or a name (loss_scale = 1024 or "dynamic"): ConfigDict fixes a
+# field's type at its first value, so these are references that take any type.
+NUMBER_OR_NAME = ("loss_scale",)
+
+
+def _number_or_name(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    for name in NUMBER_OR_NAME:
+        if name in config:
+            config[name] = ml_collections.FieldReference(config[name], field_type=object)
+    return config
 
 
 class ConfigFileError(ValueError):
@@ -138,7 +151,7 @@ def parse_value(text: str):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """Applies ``["a.b=1", ...]``; refuses unknown keys outside :data:`OPEN_SECTIONS`."""
-    config = ml_collections.ConfigDict(config.to_dict())
+    config = _number_or_name(ml_collections.ConfigDict(config.to_dict()))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
@@ -169,7 +182,7 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{str(path)!r} not found: is {str(workdir)!r} a workdir made by 'mtl-jax train'?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return _number_or_name(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> list[str]:

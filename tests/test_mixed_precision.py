@@ -1,22 +1,31 @@
 """Mixed precision (mtl_jax/models/mixed_precision.py): every architecture and trunk computes its
 products in the reduced dtype on float32 parameters and returns float32; gradients reach the
 float32 state unscaled; float16 loss scaling rescues gradients that float16 flushes to zero;
-both gradient levels train; a run records its precision and refuses to resume in another."""
+a dynamic loss scale halves on overflow (applying nothing), doubles when stable, trains and
+resumes bitwise; both gradient levels train; a run records its precision and refuses to resume
+in another."""
+import importlib
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import toy_regression_classification
+from conftest import assert_resumes_bitwise, toy_regression_classification
 from test_architectures import ALL
 
 import mtl_jax as mtl
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, FieldEmbedding, ResNet, SeedCNN, TextEncoder, hard_sharing, mixed_precision
+from mtl_jax.data.batching import batches
 from mtl_jax.models.mixed_precision import check_precision, precision_of
+from mtl_jax.train.state import create_train_state
+from mtl_jax.train.step import make_train_step
+from mtl_jax.weighting import static
 from mtl_jax.train.run_workdir import run_signature, signature_mismatch
 
+mp = importlib.import_module("mtl_jax.models.mixed_precision")  # the module (the package exports the function)
 TASKS = (mtl.regression("y"), mtl.classification("label", 3))
 PRODUCTS = ("dot_general", "conv_general_dilated")
 
@@ -102,6 +111,46 @@ def test_float16_loss_scaling_keeps_gradients_that_float16_flushes_to_zero():
     for g, r in zip(jax.tree.leaves(scaled), jax.tree.leaves(reference)):
         assert float(jnp.max(jnp.abs(r))) > 0
         np.testing.assert_allclose(g, r, rtol=0.02, atol=0.02 * float(jnp.max(jnp.abs(r))))
+
+
+def test_a_dynamic_loss_scale_halves_on_overflow_and_doubles_after_a_stable_interval(monkeypatch):
+    monkeypatch.setattr(mp, "GROWTH_INTERVAL", 3)
+    state = {"scale": jnp.float32(8.0), "good_steps": jnp.int32(0)}
+    seen = []
+    for finite in (False, True, True, True, True, False, False, False, False, True):
+        state, overflow = mp.next_loss_scale(state, jnp.bool_(finite))
+        seen.append((float(state["scale"]), int(state["good_steps"]), bool(overflow)))
+    assert seen == [(4, 0, True), (4, 1, False), (4, 2, False), (8, 0, False), (8, 1, False),
+                    (4, 0, True), (2, 0, True), (1, 0, True), (1, 0, False), (1, 1, False)]  # at 1: no overflow
+
+
+def _loud_data():
+    """Targets 300x the usual: float16's scaled gradients overflow at the initial scale 2^15."""
+    data = toy_regression_classification(40)
+    return {**data, "y": data["y"] * 300.0}
+
+
+def test_a_dynamic_loss_scale_overflow_applies_nothing_and_the_run_finds_its_scale(tmp_path):
+    data = _loud_data()
+    model = mixed_precision(hard_sharing(MLP((16,)), TASKS), "float16", "dynamic")
+    assert precision_of(model) == "float16 (dynamic loss scale)"
+    weighting, optimizer = static([1.0, 1.0]), optax.adam(1e-2)
+    state = create_train_state(model, TASKS, optimizer, weighting, data["x"][:8])
+    assert float(state.loss_scale["scale"]) == mp.INITIAL_SCALE
+    before = jax.device_get(state)
+    after, out = make_train_step(model, TASKS, optimizer, weighting, "x")(state, next(batches(data, 8)))
+    assert bool(out["overflow"]) and bool(out["finite"]) and float(out["loss_scale"]) == mp.INITIAL_SCALE
+    chex.assert_trees_all_equal(after.params, before.params)  # nothing applied
+    chex.assert_trees_all_equal(after.opt_state, before.opt_state)
+    assert float(after.loss_scale["scale"]) == mp.INITIAL_SCALE / 2 and int(after.step) == 1
+    # a run halves until the scaled gradients fit, then trains: no non-finite step raised
+    run = mtl.fit(model, TASKS, data, epochs=3, batch_size=8, input_key="x", weighting=weighting,
+                  optimizer=optimizer, progress=False)
+    overflows = sum(run.history["train/overflow_steps"])
+    assert 1 <= overflows < 15 and float(run.state.loss_scale["scale"]) == mp.INITIAL_SCALE / 2 ** overflows
+    assert run.history["train/y/loss"][-1] < run.history["train/y/loss"][0]
+    assert jax.tree.all(jax.tree.map(lambda p: bool(jnp.all(jnp.isfinite(p))), run.state.params))
+    assert_resumes_bitwise(model, TASKS, data, tmp_path, weighting=weighting)  # the scale is checkpointed
 
 
 @pytest.mark.parametrize("level", ["feature", "parameter"])

@@ -20,9 +20,20 @@ the same checkpoints (float32 parameters), the same methods at both gradient lev
 ``loss_scale=S`` multiplies every cotangent by ``S`` where it enters the reduced-precision
 network (the outputs, in float32) and divides it by ``S`` where it leaves (the parameters and
 perturbations, in float32): the backward pass inside runs on ``S`` times larger signals, so small
-gradients survive float16, and every gradient outside the model is the unscaled one. The
-scale is static: a step whose scaled gradients overflow is non-finite and handled as any
-other (``nonfinite``: raise, or skip). Integer inputs (token or field ids) are left as they are.
+gradients survive float16, and every gradient outside the model is the unscaled one. Integer
+inputs (token or field ids) are left as they are.
+
+* A static scale (a number): a step whose scaled gradients overflow is non-finite and handled
+  as any other (``nonfinite``: raise, or skip).
+* ``loss_scale="dynamic"`` (Micikevicius et al. 2018, section 3.2; PyTorch's ``GradScaler``):
+  the scale lives in the train state (``state.loss_scale``: ``scale``, ``good_steps``), starts at
+  :data:`INITIAL_SCALE` and is found by the run itself (:func:`next_loss_scale`): a step whose
+  losses are finite but whose gradient overflowed applies no update, halves the scale and
+  counts as an ``overflow`` (logged; not a non-finite step); after :data:`GROWTH_INTERVAL`
+  steps in a row without overflow the scale doubles. At scale 1 nothing is left to shrink, so
+  a non-finite gradient there is a non-finite step as without scaling. The train step hands
+  the scale to the model while it is traced (:func:`scaling_by`); anywhere else (evaluation,
+  prediction) there are no cotangents to scale.
 """
 from __future__ import annotations
 
@@ -36,7 +47,11 @@ import jax
 import jax.numpy as jnp
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+DYNAMIC = "dynamic"
+INITIAL_SCALE = 2.0 ** 15  # a dynamic scale's start: halved at once where it overflows
+GROWTH_INTERVAL = 2000  # steps in a row without overflow after which a dynamic scale doubles
 _COMPUTE_DTYPE: contextvars.ContextVar[str] = contextvars.ContextVar("mtl_jax_compute_dtype", default="float32")
+_STEP_SCALE: contextvars.ContextVar[Any] = contextvars.ContextVar("mtl_jax_loss_scale", default=None)
 
 
 def compute_dtype():
@@ -63,31 +78,70 @@ def _computing_in(dtype):
         _COMPUTE_DTYPE.reset(token)
 
 
-def check_precision(precision: str, loss_scale: float = 1.0) -> None:
-    """A named error for an unknown precision or a loss scale that is not a positive number."""
+@contextlib.contextmanager
+def scaling_by(scale):
+    """The train step's dynamic loss scale (a traced float32 scalar, or None) for the
+    ``loss_scale="dynamic"`` models applied while the step is traced."""
+    token = _STEP_SCALE.set(scale)
+    try:
+        yield
+    finally:
+        _STEP_SCALE.reset(token)
+
+
+def initial_loss_scale(model) -> dict | None:
+    """A dynamic-scaling model's part of a new train state (None for every other model)."""
+    if not (isinstance(model, MixedPrecision) and model.loss_scale == DYNAMIC):
+        return None
+    return {"scale": jnp.asarray(INITIAL_SCALE, jnp.float32), "good_steps": jnp.zeros((), jnp.int32)}
+
+
+def next_loss_scale(loss_scale: dict, gradient_finite) -> tuple[dict, Any]:
+    """``(next state, overflow)``: after an overflow (a non-finite gradient while the scale is
+    above 1) the scale halves; after :data:`GROWTH_INTERVAL` finite steps in a row it doubles."""
+    scale, good = loss_scale["scale"], loss_scale["good_steps"]
+    overflow = ~gradient_finite & (scale > 1.0)
+    grow = gradient_finite & (good + 1 >= GROWTH_INTERVAL)
+    scale = jnp.where(overflow, jnp.maximum(scale / 2.0, 1.0), jnp.where(grow, scale * 2.0, scale))
+    good = jnp.where(gradient_finite & ~grow, good + 1, 0).astype(jnp.int32)
+    return {"scale": scale, "good_steps": good}, overflow
+
+
+def check_precision(precision: str, loss_scale: float | str = 1.0) -> None:
+    """A named error for an unknown precision or a loss scale that is neither a positive number
+    nor ``"dynamic"``."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if loss_scale == DYNAMIC:
+        if precision != "float16":
+            raise ValueError(f"a dynamic loss_scale is for float16 compute; {precision} does not need it "
+                             "(bfloat16 has float32's exponent range)")
+        return
     if (not isinstance(loss_scale, (int, float)) or isinstance(loss_scale, bool)
             or not math.isfinite(loss_scale) or loss_scale <= 0):
-        raise ValueError(f"loss_scale must be a finite number > 0, got {loss_scale!r}")
+        raise ValueError(f"loss_scale must be a finite number > 0 or 'dynamic', got {loss_scale!r}")
     if loss_scale != 1 and precision != "float16":
         raise ValueError(f"loss_scale {loss_scale} is for float16 compute; {precision} does not need it "
                          "(bfloat16 has float32's exponent range)")
 
 
-def mixed_precision(model, precision: str = "float32", loss_scale: float = 1.0):
-    """``model`` computing in ``precision`` (``float32``: the model itself)."""
+def mixed_precision(model, precision: str = "float32", loss_scale: float | str = 1.0):
+    """``model`` computing in ``precision`` (``float32``: the model itself); ``loss_scale``: a
+    number, or ``"dynamic"`` (float16 only)."""
     check_precision(precision, loss_scale)
     if precision == "float32":
         return unwrap(model)
-    return MixedPrecision(unwrap(model), precision, float(loss_scale))
+    return MixedPrecision(unwrap(model), precision, loss_scale if loss_scale == DYNAMIC else float(loss_scale))
 
 
 def precision_of(model) -> str:
     """``"float32"``, ``"bfloat16"`` or ``"float16"`` (with its loss scale, e.g.
-    ``"float16 (loss scale 1024)"``): what a run records in its signature."""
+    ``"float16 (loss scale 1024)"``, ``"float16 (dynamic loss scale)"``): what a run records in
+    its signature."""
     if not isinstance(model, MixedPrecision):
         return "float32"
+    if model.loss_scale == DYNAMIC:
+        return f"{model.precision} (dynamic loss scale)"
     return model.precision + (f" (loss scale {model.loss_scale:g})" if model.loss_scale != 1 else "")
 
 
@@ -122,9 +176,10 @@ def _scale_backward(scale, cotangent):
 _scale_cotangent.defvjp(_scale_forward, _scale_backward)
 
 
-def _scaled_cotangents(tree: Any, scale: float) -> Any:
-    """``tree`` itself; its cotangents multiplied by ``scale`` (floating leaves only)."""
-    if scale == 1.0:
+def _scaled_cotangents(tree: Any, scale) -> Any:
+    """``tree`` itself; its cotangents multiplied by ``scale`` (a number or a traced scalar;
+    floating leaves only)."""
+    if isinstance(scale, (int, float)) and scale == 1.0:
         return tree
     factor = jnp.asarray(scale, jnp.float32)
 
@@ -146,7 +201,7 @@ class MixedPrecision:
     """
     model: Any
     precision: str
-    loss_scale: float = 1.0
+    loss_scale: float | str = 1.0  # a number, or "dynamic": the train step's (see the module doc)
 
     @property
     def compute_dtype(self):
@@ -157,6 +212,9 @@ class MixedPrecision:
 
     def apply(self, variables, *args, **kwargs):
         dtype, scale = self.compute_dtype, self.loss_scale
+        if scale == DYNAMIC:  # the train step's scale while it is traced; elsewhere nothing to scale
+            scale = _STEP_SCALE.get()
+            scale = 1.0 if scale is None else scale
         variables = {name: _cast(_scaled_cotangents(tree, 1.0 / scale), dtype) for name, tree in variables.items()}
         args = _cast(_scaled_cotangents(args, 1.0 / scale), dtype)
         with _computing_in(dtype):

@@ -18,7 +18,9 @@ Fields (each present once a step provided it):
   ``weights_present``: per task, the steps it was present in (a labelled element in the batch):
     a task's mean weight is over those (an absent task's weight of 0 is not averaged in);
   ``cosines`` / ``cosines_steps`` / ``conflicting_pairs``: for the mean gradient-cosine matrix;
-  ``solver_residual``: the largest.
+  ``solver_residual``: the largest;
+  ``overflow_steps``: a float16 run's dynamic loss-scale overflows (their losses and metrics are
+    folded, their weights, Gramian and solver residual, of a step that applied nothing, not).
 """
 from __future__ import annotations
 
@@ -88,6 +90,10 @@ def add(stats: Stats, tasks: Sequence[Task], out: Mapping[str, Any]) -> Stats:
             per_task[name] = batch
         combined[task.name] = per_task
     stats["stats"] = combined
+    if "overflow" in out:  # a float16 run's dynamic loss scale: the losses and metrics count, the rest did not happen
+        stats["overflow_steps"] = stats.get("overflow_steps", 0) + int(bool(out["overflow"]))
+        if bool(out["overflow"]):
+            return stats
     if "weights" in out:
         if "weights" in stats and "weights_present" not in stats:  # an older checkpoint's epoch so far
             stats["weights_present"] = np.full(np.shape(stats["weights"]), float(stats["weights_steps"]))
@@ -125,6 +131,8 @@ def summary(tasks: Sequence[Task], stats: Stats) -> dict[str, Any]:
             result[f"{task.name}/{name}"] = metrics_lib.get_metric(name).compute(combined)
     if "solver_residual" in stats:
         result["solver_residual"] = float(stats["solver_residual"])
+    if "overflow_steps" in stats:
+        result["overflow_steps"] = float(stats["overflow_steps"])
     if "weights" in stats:
         present = np.asarray(stats.get("weights_present", np.full(len(tasks), float(stats["weights_steps"]))))
         mean = np.where(present > 0, np.asarray(stats["weights"]) / np.maximum(present, 1.0), np.nan)

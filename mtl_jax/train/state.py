@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax.models.mixed_precision import initial_loss_scale
 from mtl_jax.tasks import Task
 from mtl_jax.balancing import Method
 
@@ -26,6 +27,9 @@ class TrainState:
     opt_state: Any
     weighting_state: Any
     rng: jax.Array
+    # a float16 model's dynamic loss scale ({"scale", "good_steps"}; mtl_jax.models.mixed_precision);
+    # None (no arrays: the checkpoint is unchanged) for every other model
+    loss_scale: Any = None
 
 
 def create_train_state(model: nn.Module, tasks: Sequence[Task], optimizer: optax.GradientTransformation,
@@ -34,7 +38,8 @@ def create_train_state(model: nn.Module, tasks: Sequence[Task], optimizer: optax
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     params = init_params(model, init_key, example_inputs)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                      weighting_state=_distinct_buffers(weighting.init(len(tasks))), rng=run_key)
+                      weighting_state=_distinct_buffers(weighting.init(len(tasks))), rng=run_key,
+                      loss_scale=initial_loss_scale(model))
 
 
 def init_params(model: nn.Module, key: jax.Array, example_inputs: Any) -> Any:

@@ -30,6 +30,7 @@ import optax
 from mtl_jax import metrics as metrics_lib
 from mtl_jax.aggregation import certificate
 from mtl_jax.data.batching import InputKey, select_inputs
+from mtl_jax.models.mixed_precision import next_loss_scale, scaling_by
 from mtl_jax.tasks import Task, prepare, task_losses
 from mtl_jax.train.state import TrainState
 from mtl_jax.train.task_gradients import GRADIENT_NEEDS, check_gradient_model, weighted_gradients
@@ -108,6 +109,11 @@ def train_step_function(model: nn.Module, tasks: tuple[Task, ...], optimizer: op
         check_gradient_model(model)
 
     def train_step(state: TrainState, batch):
+        # a float16 model's dynamic loss scale, handed to the model while it is traced
+        with scaling_by(None if state.loss_scale is None else state.loss_scale["scale"]):
+            return scaled_train_step(state, batch)
+
+    def scaled_train_step(state: TrainState, batch):
         key = jax.random.fold_in(state.rng, state.step)
         weight_key, dropout_key = jax.random.split(key)
 
@@ -146,14 +152,25 @@ def train_step_function(model: nn.Module, tasks: tuple[Task, ...], optimizer: op
         # (nothing is materialised), so the cond below can still write the donated buffers in
         # place. A select per leaf instead keeps old and new copies of every parameter and
         # moment alive (the seed CNN step on CPU ~7-9% slower; benchmarks/README.md).
-        finite = (jnp.all(jnp.isfinite(sums)) & jnp.isfinite(grad_norm)
-                  & tree_finite(update(None)))
+        losses_finite = jnp.all(jnp.isfinite(sums))
+        finite = losses_finite & jnp.isfinite(grad_norm) & tree_finite(update(None))
         # A non-finite step changes nothing but the step count: the loop raises or skips it.
         params, opt_state, weighting_state = jax.lax.cond(finite, update, keep_state, None)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   weighting_state=weighting_state)
+        scaling = {}
+        if state.loss_scale is not None:
+            # An overflow of the scaled gradient (finite losses) is no failure: the step applies
+            # nothing, the scale halves, and the step counts as an overflow, not as non-finite.
+            loss_scale, overflow = next_loss_scale(state.loss_scale, jnp.isfinite(grad_norm))
+            loss_scale = jax.tree.map(lambda new, old: jnp.where(losses_finite, new, old), loss_scale,
+                                      state.loss_scale)
+            overflow = overflow & losses_finite
+            new_state = new_state.replace(loss_scale=loss_scale)
+            finite = finite | overflow
+            scaling = {"loss_scale": state.loss_scale["scale"], "overflow": overflow}
         outputs = {"loss_sum": sums, "loss_count": counts, "weights": weights, "grad_norm": grad_norm,
-                   "finite": finite, "stats": metric_stats(tasks, predictions, batch)}
+                   "finite": finite, "stats": metric_stats(tasks, predictions, batch), **scaling}
         report = certificate.worst(weighting_state)  # the worst solver residual of this step's methods
         if report is not None:
             outputs["solver_residual"], outputs["solver_ratio"] = report["residual"], report["ratio"]

@@ -32,6 +32,9 @@ def step_row(tasks, outputs, step: int, learning_rate_fn: Callable[[int], float]
         row["train/penalty"] = float(outputs["penalty"])
     if "solver_residual" in outputs:
         row["train/solver_residual"] = float(outputs["solver_residual"])
+    if "loss_scale" in outputs:  # float16 with a dynamic loss scale
+        row["train/loss_scale"] = float(outputs["loss_scale"])
+        row["train/overflow"] = float(bool(outputs["overflow"]))
     if learning_rate_fn is not None:
         row["train/learning_rate"] = float(learning_rate_fn(step - 1))
     return row

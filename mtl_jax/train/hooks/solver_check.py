@@ -17,7 +17,8 @@ class SolverCheck(Hook):
         self.warned = False
 
     def on_outputs(self, run, step, outputs) -> None:
-        if self.warned or float(outputs.get("solver_ratio", 0.0)) <= 1.0:
+        if (self.warned or float(outputs.get("solver_ratio", 0.0)) <= 1.0
+                or bool(outputs.get("overflow", False))):  # a loss-scale overflow: nothing was solved on it
             return
         self.warned = True
         names = ", ".join(certificate.methods(run.state.weighting_state)) or "the aggregation method"
