@@ -29,7 +29,8 @@ from jax.sharding import Mesh
 
 from mtl_jax import checks
 from mtl_jax.balancing import Method
-from mtl_jax.data.batch_streams import as_dataset, is_batch_stream
+from mtl_jax.data.batch_streams import as_dataset, is_batch_stream, pad_batch
+from mtl_jax.data.batch_streams import rows as batch_rows
 from mtl_jax.data.batching import batches, first_batch, steps_per_epoch
 from mtl_jax.data.sources import head, is_record_source, num_examples
 from mtl_jax.data.task_mixture import is_mixture
@@ -43,12 +44,13 @@ from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
                                  MetricLog, NonFinite, NonFinitePolicy, Progress, RunFiles, SolverCheck, epoch_line,
                                  progress_mode)
-from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_size, place_state, process_shard,
-                                shard_batches, state_shardings)
+from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_size, data_size, place_state,
+                                process_shard, shard_batches, state_shardings)
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
 from mtl_jax.train.state import TrainState, create_train_state
-from mtl_jax.train.step import (InputKey, make_eval_step, make_placed_train_step, make_predict_step, make_train_step,
+from mtl_jax.train.step import (InputKey, make_eval_step, make_placed_eval_step, make_placed_train_step,
+                                make_predict_step, make_train_step,
                                 select_inputs)
 from mtl_jax.train.train_loop import Run, new_meta, train_loop
 from mtl_jax.train.workdir_lock import workdir_lock
@@ -254,7 +256,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     train_step = (make_train_step(model, tasks, optimizer, weighting, input_key, penalty) if mesh is None else
                   make_placed_train_step(model, tasks, optimizer, weighting, input_key, penalty,
                                          state_shardings(mesh, abstract_state, fsdp_min_size)))
-    eval_step = make_eval_step(model, tasks, input_key)
+    eval_step = make_eval_step(model, tasks, input_key) if mesh is None else make_placed_eval_step(
+        model, tasks, input_key, mesh)
 
     meta, checkpointer, writer = new_meta(), None, None
     with contextlib.ExitStack() as stack:
@@ -282,8 +285,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         loop_hooks: list = []
         if validation is not None:
             loop_hooks.append(Evaluation(lambda params: _evaluate(eval_step, tasks, params, validation,
-                                                                  eval_batch_size or batch_size, check_validation),
-                                         eval_every_steps))
+                                                                  eval_batch_size or batch_size, check_validation,
+                                                                  mesh), eval_every_steps))
         loop_hooks += [NonFinite(nonfinite, checkpointer), SolverCheck()]
         if affinity_every_steps:
             rate = ((lambda step: affinity_learning_rate) if affinity_learning_rate is not None
@@ -324,10 +327,16 @@ def evaluate(model: nn.Module, tasks: Sequence[Task], params, data,
     return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size, check)
 
 
-def _evaluate(eval_step, tasks, params, data, batch_size, check=None):
-    """Folds each batch's statistics as it comes (memory bounded by the batch, not the split)."""
+def _evaluate(eval_step, tasks, params, data, batch_size, check=None, mesh=None):
+    """Folds each batch's statistics as it comes (memory bounded by the batch, not the split).
+    On a mesh every batch's rows are split over its devices (padded with masked rows to a
+    multiple of the device count), as in training."""
     stats = epoch_stats.init()
-    for batch in batches(data, batch_size, check=check):
+    read = batches(data, batch_size, check=check)
+    if mesh is not None:
+        devices = data_size(mesh)
+        read = shard_batches(mesh, (pad_batch(batch, -(-batch_rows(batch) // devices) * devices) for batch in read))
+    for batch in read:
         stats = epoch_stats.add(stats, tasks, eval_step(params, batch))
     return epoch_stats.summary(tasks, stats)
 

@@ -18,8 +18,9 @@ The train step is the same program: XLA partitions it (GSPMD), so per-task losse
 statistics and every weighting's and aggregator's inputs (the losses, the Gramians of the task
 gradients, at both gradient levels) are reduced over the whole global batch once per step,
 and every device applies the same update; no method state can diverge between devices, and
-the placed state keeps its layout from step to step (nothing recompiles). On one device
-nothing is placed at all.
+the placed state keeps its layout from step to step (nothing recompiles). Validation batches
+are split over the devices the same way (padded with masked rows to a multiple of their
+count). On one device nothing is placed at all.
 
 :func:`make_mesh` builds the mesh from a config's ``mesh`` field: ``{"data": n}`` or
 ``{"data": n, "fsdp": k}`` (``-1`` on one axis: as many devices as are left). With several

@@ -189,6 +189,14 @@ def make_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKe
     return jax.jit(eval_step_function(model, tasks, input_key))
 
 
+def make_placed_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey, mesh):
+    """:func:`make_eval_step` on a device mesh (batches split over its devices): the outputs
+    (loss sums, metric statistics, per-example scores of ``concat`` metrics) are replicated, so
+    every process can read them."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(eval_step_function(model, tasks, input_key), out_shardings=replicated)
+
+
 @functools.lru_cache(maxsize=16)
 def make_seeds_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey = "image"):
     """:func:`make_eval_step` for S runs' parameters stacked on a leading axis, on one shared
