@@ -15,7 +15,10 @@ for methods that solve a problem (:mod:`mtl_jax.aggregation.certificate`), the w
 residual and its ratio to the tolerance, all still on device. A step whose losses, gradients or updated state (parameters,
 optimizer and weighting state) are not finite leaves params, optimizer and weighting state
 untouched (only ``step`` advances); the loop then stops with an error naming the tasks and
-the step, or counts the step as skipped.
+the step, or counts the step as skipped. With a float16 model's dynamic loss scale
+(:mod:`mtl_jax.models.mixed_precision`), a step whose losses are finite but whose scaled
+gradient overflowed is no failure: it applies nothing, halves ``state.loss_scale`` and is
+flagged ``outputs["overflow"]``.
 """
 from __future__ import annotations
 
