@@ -179,3 +179,36 @@ def test_a_tasks_mean_weight_is_over_the_steps_it_was_present_in():
     _, history = mtl.fit(MODEL, TASKS, TaskMixture({"y": a, "label": b}, "round_robin"), epochs=1, batch_size=8,
                          input_key="x", progress=False, weighting=make_weighting("equal", TASKS, {}, steps_per_epoch=5))
     assert history["train/y/weight"] == [1.0] and history["train/label/weight"] == [1.0]  # not 3/5 and 2/5
+
+
+@pytest.mark.parametrize("sampling", ["all", "proportional"])
+def test_each_process_reads_only_its_rows_of_each_datasets_batch(sampling):
+    """Per-process input: process i of n reads rows [i*B/n, (i+1)*B/n) of each dataset's batch
+    and no other record; the n parts of a step, in process order, are its batch with the rows
+    permuted (with one dataset per step, exactly the batch)."""
+    from test_sources import CountingSource
+
+    from mtl_jax.data.sources import RecordSource
+
+    a, b = _corpora(n_y=40, n_label=20)
+    whole = TaskMixture({"y": a, "label": b}, sampling=sampling)
+    for epoch, start in ((0, 0), (1, 2)):
+        steps = list(batches(whole, 8, seed=3, epoch=epoch, start_step=start))
+        parts, reads = [], []
+        for index in range(2):
+            sources = [CountingSource(a), CountingSource(b)]
+            mixture = TaskMixture({"y": RecordSource(sources[0], threads=0), "label": RecordSource(sources[1], threads=0)},
+                                  sampling=sampling)
+            before = sum(s.reads for s in sources)
+            parts.append(list(batches(mixture, 8, seed=3, epoch=epoch, start_step=start, shard=(index, 2))))
+            reads.append(sum(s.reads for s in sources) - before)
+        assert reads[0] == reads[1] == sum(len(step["_valid"]) for step in steps) // 2  # half of every step each
+        for step, batch in enumerate(steps):
+            joined = {k: np.concatenate([p[step][k] for p in parts]) for k in batch}
+            if sampling == "all":  # [y rows 0-3, label rows 0-3, y rows 4-7, label rows 4-7]
+                order = np.concatenate([np.arange(0, 4), np.arange(8, 12), np.arange(4, 8), np.arange(12, 16)])
+                batch = {k: v[order] for k, v in batch.items()}
+            for key in batch:
+                np.testing.assert_array_equal(joined[key], batch[key], err_msg=key)
+    with pytest.raises(ValueError, match="does not split into 3 equal shards"):
+        next(batches(whole, 8, seed=3, shard=(0, 3)))

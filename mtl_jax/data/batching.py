@@ -73,6 +73,7 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
     ``[index * B / count, (index + 1) * B / count)`` of the batch above (padding and mask
     included), and only those are read: ``count`` processes together read each global batch
     once (the per-process input of multi-host training). ``batch_size`` must divide by ``count``.
+    A task mixture's part is those rows of each dataset's batch (see ``TaskMixture.batches``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -88,9 +89,7 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
             yield batch
         return
     if is_mixture(data):
-        if count > 1:
-            raise ValueError("a TaskMixture is not sharded across processes yet: give each process its own mixture")
-        for batch in data.batches(batch_size, seed=seed, epoch=epoch, start_step=start_step):
+        for batch in data.batches(batch_size, seed=seed, epoch=epoch, start_step=start_step, shard=shard):
             if check is not None:
                 check(batch)
             yield batch

@@ -188,27 +188,41 @@ class TaskMixture:
         out[EXAMPLE_MASK_KEY] = np.asarray(batch[EXAMPLE_MASK_KEY], np.float32)
         return out
 
-    def _batch(self, group: int, order: np.ndarray, position: int, batch_size: int) -> dict[str, np.ndarray]:
+    def _batch(self, group: int, order: np.ndarray, position: int, batch_size: int,
+               rows: slice = slice(None)) -> dict[str, np.ndarray]:
         chosen = order[position * batch_size:(position + 1) * batch_size]
         valid = np.ones(batch_size, np.float32)
         if len(chosen) < batch_size:  # the pass's last batch: padded with masked copies
             valid[len(chosen):] = 0.0
             chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), chosen[0])])
-        batch = read(self.datasets[group], chosen)
-        batch[EXAMPLE_MASK_KEY] = valid
+        batch = read(self.datasets[group], chosen[rows])
+        batch[EXAMPLE_MASK_KEY] = valid[rows]
         return self._conform(group, batch)
 
-    def _read(self, group: int, k: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-        """Dataset ``group``'s ``k``-th batch since the start of training."""
+    def _read(self, group: int, k: int, batch_size: int, seed: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Dataset ``group``'s ``k``-th batch since the start of training (its ``rows``)."""
         per_pass = self.passes(batch_size)[group]
         pass_, position = divmod(k, per_pass)
         n = self._sizes[group]
         order = np.random.default_rng([seed, group, pass_]).permutation(n)
-        return self._batch(group, order, position, batch_size)
+        return self._batch(group, order, position, batch_size, rows)
 
-    def batches(self, batch_size: int, *, seed: int | None, epoch: int = 0, start_step: int = 0) -> Iterator[dict]:
+    def batches(self, batch_size: int, *, seed: int | None, epoch: int = 0, start_step: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[dict]:
         """The batches of ``epoch`` from ``start_step`` on (training), or every dataset once in
-        order (``seed`` None: evaluation)."""
+        order (``seed`` None: evaluation).
+
+        ``shard=(i, n)``: process ``i`` of ``n`` reads rows ``[i*B/n, (i+1)*B/n)`` of each
+        dataset's batch of ``B`` rows, and only those; with ``sampling="all"`` its part of a step is
+        those rows of every dataset, concatenated, so the ``n`` parts in process order are the
+        step's batch with its rows permuted (the same loss, gradient and metrics).
+        """
+        index, count = shard
+        if count > 1 and seed is None:
+            raise ValueError("evaluation batches of a TaskMixture are not sharded")
+        if batch_size % count:
+            raise ValueError(f"batch_size {batch_size} does not split into {count} equal shards")
+        rows = slice(index * batch_size // count, (index + 1) * batch_size // count)
         if seed is None:
             for group, data in enumerate(self.datasets):
                 order = np.arange(num_examples(data))
@@ -218,14 +232,14 @@ class TaskMixture:
         steps, counts = self.steps(batch_size), self.counts(batch_size)
         if self.sampling == "all":
             for step in range(start_step, steps):
-                parts = [self._read(g, epoch * steps + step, batch_size, seed) for g in range(len(self.datasets))]
+                parts = [self._read(g, epoch * steps + step, batch_size, seed, rows) for g in range(len(self.datasets))]
                 yield {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             return
         schedule = self.schedule(batch_size, seed, epoch)
         read_before = epoch * counts + np.bincount(schedule[:start_step], minlength=len(counts))
         for step in range(start_step, steps):
             group = int(schedule[step])
-            yield self._read(group, int(read_before[group]), batch_size, seed)
+            yield self._read(group, int(read_before[group]), batch_size, seed, rows)
             read_before[group] += 1
 
     def first_batch(self, batch_size: int) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from mtl_jax.diagnostics.affinity import make_affinity_step
 from mtl_jax.files import write_json
 from mtl_jax.models.conv import convolution_path
 from mtl_jax.models.mixed_precision import precision_of
-from mtl_jax.tasks import Task, static_weights, task_outputs
+from mtl_jax.tasks import EXAMPLE_MASK_KEY, Task, static_weights, task_outputs
 from mtl_jax.train import epoch_stats
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import (EVENTS, HISTORY_FILE, Affinity, BestCheckpoint, Checkpointing, Evaluation, Hook,
@@ -302,11 +302,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
                            Checkpointing(checkpointer, checkpoint_every_steps, _saveable), RunFiles(plots)]
 
         run = Run(tasks, state, meta, epochs, steps_per_epoch(train, batch_size), workdir, step=int(state.step))
-        # each process reads only its devices' rows of every batch of arrays or records; an
-        # iterable of batches or a task mixture is read whole by every process
-        streamed_whole = is_batch_stream(train) or is_mixture(train)
-        rows = None if streamed_whole else min(batch_size, num_examples(train))
-        shard = (0, 1) if streamed_whole else process_shard(mesh, rows)
+        # each process reads only its devices' rows of every batch of arrays, records or a task
+        # mixture; an iterable of batches is read whole by every process
+        rows = (None if is_batch_stream(train) else len(first[EXAMPLE_MASK_KEY]) if is_mixture(train)
+                else min(batch_size, num_examples(train)))
+        shard = (0, 1) if rows is None else process_shard(mesh, rows)
         train_loop(train_step, run, lambda epoch, start: shard_batches(mesh, batches(
             train, batch_size, seed=seed, epoch=epoch, start_step=start, check=check_train, shard=shard),
             global_rows=rows), loop_hooks)
