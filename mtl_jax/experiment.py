@@ -222,6 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                                   "--resume to continue it or choose another --workdir")
         experiment = build(config, data_dir)
         c = config
+        mesh = make_mesh(c.get("mesh"))
         result = fit(experiment.model, experiment.tasks, experiment.train,
                      validation=experiment.data.get("validation"), epochs=c.epochs, batch_size=c.batch_size,
                      optimizer=experiment.optimizer, weighting=experiment.weighting, seed=c.seed,
@@ -234,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                      plots=c.get("plots", True),
                      affinity_every_steps=c.affinity_every_steps,
                      affinity_learning_rate=c.affinity_learning_rate or None, penalty=experiment.penalty,
-                     mesh=make_mesh(c.get("mesh")), fsdp_min_size=c.get("fsdp_min_size", FSDP_MIN_SIZE),
+                     mesh=mesh, fsdp_min_size=c.get("fsdp_min_size", FSDP_MIN_SIZE),
                      run_files={CONFIG_FILE: config.to_dict()})
         test = experiment.data.get("test")
         results: dict[str, Any] = {"epochs_run": len(result.history["epoch"]),
@@ -243,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                                    "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
         if test is not None:
             evaluate_with = lambda params: evaluate(experiment.model, experiment.tasks, params, test,  # noqa: E731
-                                                    c.eval_batch_size, experiment.spec.input_key)
+                                                    c.eval_batch_size, experiment.spec.input_key, mesh)
             results["final"] = evaluate_with(result.state.params)
             if c.best_metric:
                 best = restore_params(experiment, workdir, "best")
@@ -303,6 +304,15 @@ def load_run(workdir: str | Path, data_dir: str | Path | None = None) -> Experim
     return build(read_config(workdir), data_dir)
 
 
+def evaluation_mesh(config: ml_collections.ConfigDict):
+    """The mesh a run's checkpoint is evaluated on: its config's, or every device here where this
+    machine has fewer devices than the run trained on."""
+    try:
+        return make_mesh(config.get("mesh"))
+    except ValueError:
+        return make_mesh({"data": -1})
+
+
 def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best",
                  data_dir: str | Path | None = None) -> dict[str, float]:
     """Metrics of a workdir's best (or latest) checkpoint on a split; writes ``eval_<split>.json``
@@ -313,7 +323,8 @@ def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best"
                        f"(this dataset has {sorted(experiment.data)})")
     restored = restore_params(experiment, workdir, which)
     metrics = evaluate(experiment.model, experiment.tasks, restored.params, experiment.data[split],
-                       experiment.config.eval_batch_size, experiment.spec.input_key)
+                       experiment.config.eval_batch_size, experiment.spec.input_key,
+                       evaluation_mesh(experiment.config))
     write_json(Path(workdir) / f"eval_{split}.json",
                {"checkpoint": restored.checkpoint, "step": restored.step, "metrics": metrics})
     return metrics

@@ -74,6 +74,14 @@ SCRIPT = textwrap.dedent("""
             moments = [leaf for leaf in jax.tree.leaves(run.state.opt_state) if leaf.size >= 256]
             assert moments and all(("fsdp" in leaf.sharding.spec) == (mesh is fsdp) for leaf in moments), where
 
+    # evaluation on a mesh (batches split over its devices, the last one padded) is one device's
+    model, params, valid = cases["plain"][0], single["plain"].state.params, options["validation"]
+    alone = mtl.evaluate(model, tasks, params, valid, batch_size=8, input_key="x")
+    for mesh in (every, fsdp):
+        on_mesh = mtl.evaluate(model, tasks, params, valid, batch_size=8, input_key="x", mesh=mesh)
+        for key in alone:
+            np.testing.assert_allclose(on_mesh[key], alone[key], rtol=1e-5, err_msg=f"evaluate {key}")
+
     # a checkpoint written on 8 devices (FSDP) resumes on one (and so on any count: a restored
     # state is read onto one device, then placed): the run continues as the uninterrupted run
     model, weighting = cases["uw+upgrad/feature"]
@@ -122,6 +130,10 @@ def test_a_mesh_spec_is_checked_before_anything_runs():
         check(load_config("experiments/configs/seed_cnn.py", ["mesh.data=64"]))
     with pytest.raises(ValueError, match="fsdp_min_size"):
         check(load_config("experiments/configs/seed_cnn.py", ["fsdp_min_size=0"]))
+    # a run trained on 8 devices is evaluated (mtl-jax eval) on the one device here
+    from mtl_jax.experiment import evaluation_mesh
+
+    assert evaluation_mesh(load_config("experiments/configs/seed_cnn.py", ["mesh.data=8"])) is None
 
 
 def test_a_process_reads_the_one_block_of_rows_its_devices_hold():

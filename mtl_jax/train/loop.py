@@ -314,17 +314,21 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
 
 
 def evaluate(model: nn.Module, tasks: Sequence[Task], params, data,
-             batch_size: int = 256, input_key: InputKey = "image") -> dict[str, float]:
+             batch_size: int = 256, input_key: InputKey = "image", mesh: Mesh | None = None) -> dict[str, float]:
     """Exact metrics ``{"<task>/loss", "<task>/<metric>"}`` of ``params`` on ``data`` (a dict of
     arrays, a :class:`~mtl_jax.data.sources.RecordSource` or an iterable of batches, read batch
-    by batch)."""
+    by batch). ``mesh``: every batch's rows split over its devices (padded to a multiple of
+    their count), ``params`` placed as training places them (:mod:`mtl_jax.train.mesh`)."""
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
     data = as_dataset(data)
     checks.check_count("batch_size", batch_size, 1)
     check = checks.dataset_checks(model, tasks, data, input_key)
     checks.check_input_shape(model, params, select_inputs(head(data, 8), input_key))
-    return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size, check)
+    if mesh is None:
+        return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size, check)
+    return _evaluate(make_placed_eval_step(model, tasks, input_key, mesh), tasks, place_state(mesh, params), data,
+                     batch_size, check, mesh)
 
 
 def _evaluate(eval_step, tasks, params, data, batch_size, check=None, mesh=None):
