@@ -93,7 +93,7 @@ def global_array(value: Any, sharding) -> Any:
     import jax
     import numpy as np
 
-    if process_count() == 1:
-        return jax.device_put(value, sharding)
+    if process_count() == 1 or (isinstance(value, jax.Array) and not value.is_fully_addressable):
+        return jax.device_put(value, sharding)  # one process, or an array already spread over the processes
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

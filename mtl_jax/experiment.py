@@ -300,17 +300,20 @@ def restore_params(experiment: Experiment, workdir: str | Path, which: Which = "
 
 
 def load_run(workdir: str | Path, data_dir: str | Path | None = None) -> Experiment:
-    """The experiment a workdir's saved config describes."""
-    return build(read_config(workdir), data_dir)
+    """The experiment a workdir's saved config describes, on :func:`mesh_here`."""
+    config = read_config(workdir)
+    config.mesh = mesh_here(config)
+    return build(config, data_dir)
 
 
-def evaluation_mesh(config: ml_collections.ConfigDict):
-    """The mesh a run's checkpoint is evaluated on: its config's, or every device here where this
-    machine has fewer devices than the run trained on."""
+def mesh_here(config: ml_collections.ConfigDict) -> dict:
+    """The mesh spec a finished run is evaluated and predicted on: its config's, or every device
+    here (``{"data": -1}``) where this machine has fewer devices than the run trained on."""
     try:
-        return make_mesh(config.get("mesh"))
+        make_mesh(config.get("mesh"))
     except ValueError:
-        return make_mesh({"data": -1})
+        return {"data": -1}
+    return dict(config.get("mesh") or {})
 
 
 def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best",
@@ -324,7 +327,7 @@ def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best"
     restored = restore_params(experiment, workdir, which)
     metrics = evaluate(experiment.model, experiment.tasks, restored.params, experiment.data[split],
                        experiment.config.eval_batch_size, experiment.spec.input_key,
-                       evaluation_mesh(experiment.config))
+                       make_mesh(experiment.config.get("mesh")))
     write_json(Path(workdir) / f"eval_{split}.json",
                {"checkpoint": restored.checkpoint, "step": restored.step, "metrics": metrics})
     return metrics

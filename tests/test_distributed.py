@@ -24,7 +24,9 @@ CONFIG = ROOT / "experiments/configs/correlated_tasks.py"
 # a generated TFDS dataset, streamed (so each process reads only its rows of every batch), small
 OVERRIDES = ["data.train_size=64", "data.validation_size=32", "data.test_size=32", "epochs=2", "batch_size=16",
              "tensorboard=False", "plots=False", "model_kwargs.features=(16,4)", "head_hidden=(8,)",
-             "gradient_diagnostics=False", "weighting=uw", "aggregator=upgrad"]
+             "gradient_diagnostics=False", "weighting=uw", "aggregator=upgrad",
+             # one device per process on an fsdp axis: the larger arrays are split across the processes
+             'mesh={"data": 1, "fsdp": 2}', "fsdp_min_size=64"]
 
 
 def _free_port() -> int:
@@ -36,7 +38,9 @@ def _free_port() -> int:
 @pytest.mark.long
 def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writes(tmp_path):
     """Both processes start on an empty data folder: process 0 generates the dataset while the
-    other waits; each then reads only its half of every batch from the streamed split."""
+    other waits; each then reads only its half of every batch from the streamed split, and holds
+    half of the larger parameters and moments (FSDP across the processes), also when the test
+    split is scored at the end."""
     workdir, port, data_dir = tmp_path / "two", _free_port(), tmp_path / "data"
     # compiled without LLVM's optimisations, as the suite's in-process programs are (tests/conftest.py)
     env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
@@ -49,7 +53,8 @@ def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writ
     outputs = [p.communicate(timeout=150) for p in processes]
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
-    single = train_and_evaluate(load_config(CONFIG, OVERRIDES), tmp_path / "one", progress=False, data_dir=data_dir)
+    single = train_and_evaluate(load_config(CONFIG, [*OVERRIDES, 'mesh={"data": -1}']), tmp_path / "one",
+                                progress=False, data_dir=data_dir)  # this process's one device
     results = json.loads((workdir / "results.json").read_text())
     for key, value in single["final"].items():
         np.testing.assert_allclose(results["final"][key], value, rtol=1e-4, err_msg=key)

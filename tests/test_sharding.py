@@ -130,10 +130,11 @@ def test_a_mesh_spec_is_checked_before_anything_runs():
         check(load_config("experiments/configs/seed_cnn.py", ["mesh.data=64"]))
     with pytest.raises(ValueError, match="fsdp_min_size"):
         check(load_config("experiments/configs/seed_cnn.py", ["fsdp_min_size=0"]))
-    # a run trained on 8 devices is evaluated (mtl-jax eval) on the one device here
-    from mtl_jax.experiment import evaluation_mesh
+    # a run trained on 8 devices is evaluated and predicted from (mtl-jax eval, predict) on the devices here
+    from mtl_jax.experiment import mesh_here
 
-    assert evaluation_mesh(load_config("experiments/configs/seed_cnn.py", ["mesh.data=8"])) is None
+    assert mesh_here(load_config("experiments/configs/seed_cnn.py", ["mesh.data=8"])) == {"data": -1}
+    assert mesh_here(load_config("experiments/configs/seed_cnn.py", ["mesh.data=1"])) == {"data": 1}
 
 
 def test_a_process_reads_the_one_block_of_rows_its_devices_hold():
