@@ -244,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                                    "skipped_steps": (result.history.get("skipped_steps") or [0])[-1]}
         if test is not None:
             evaluate_with = lambda params: evaluate(experiment.model, experiment.tasks, params, test,  # noqa: E731
-                                                    c.eval_batch_size, experiment.spec.input_key, mesh)
+                                                    c.eval_batch_size, experiment.spec.input_key, mesh,
+                                                    c.get("fsdp_min_size", FSDP_MIN_SIZE))
             results["final"] = evaluate_with(result.state.params)
             if c.best_metric:
                 best = restore_params(experiment, workdir, "best")
@@ -327,7 +328,7 @@ def evaluate_run(workdir: str | Path, split: str = "test", which: Which = "best"
     restored = restore_params(experiment, workdir, which)
     metrics = evaluate(experiment.model, experiment.tasks, restored.params, experiment.data[split],
                        experiment.config.eval_batch_size, experiment.spec.input_key,
-                       make_mesh(experiment.config.get("mesh")))
+                       make_mesh(experiment.config.get("mesh")), experiment.config.get("fsdp_min_size", FSDP_MIN_SIZE))
     write_json(Path(workdir) / f"eval_{split}.json",
                {"checkpoint": restored.checkpoint, "step": restored.step, "metrics": metrics})
     return metrics

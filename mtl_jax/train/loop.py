@@ -314,11 +314,13 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
 
 
 def evaluate(model: nn.Module, tasks: Sequence[Task], params, data,
-             batch_size: int = 256, input_key: InputKey = "image", mesh: Mesh | None = None) -> dict[str, float]:
+             batch_size: int = 256, input_key: InputKey = "image", mesh: Mesh | None = None,
+             fsdp_min_size: int = FSDP_MIN_SIZE) -> dict[str, float]:
     """Exact metrics ``{"<task>/loss", "<task>/<metric>"}`` of ``params`` on ``data`` (a dict of
     arrays, a :class:`~mtl_jax.data.sources.RecordSource` or an iterable of batches, read batch
     by batch). ``mesh``: every batch's rows split over its devices (padded to a multiple of
-    their count), ``params`` placed as training places them (:mod:`mtl_jax.train.mesh`)."""
+    their count), ``params`` placed as ``fit`` places them with the same ``fsdp_min_size``
+    (:mod:`mtl_jax.train.mesh`; parameters ``fit`` returned are used where they are)."""
     tasks = tuple(tasks)
     checks.check_tasks(model, tasks)
     data = as_dataset(data)
@@ -327,8 +329,8 @@ def evaluate(model: nn.Module, tasks: Sequence[Task], params, data,
     checks.check_input_shape(model, params, select_inputs(head(data, 8), input_key))
     if mesh is None:
         return _evaluate(make_eval_step(model, tasks, input_key), tasks, params, data, batch_size, check)
-    return _evaluate(make_placed_eval_step(model, tasks, input_key, mesh), tasks, place_state(mesh, params), data,
-                     batch_size, check, mesh)
+    return _evaluate(make_placed_eval_step(model, tasks, input_key, mesh), tasks,
+                     place_state(mesh, params, fsdp_min_size), data, batch_size, check, mesh)
 
 
 def _evaluate(eval_step, tasks, params, data, batch_size, check=None, mesh=None):
