@@ -438,7 +438,8 @@ def predict_run(workdir: str | Path, output: str | Path, *, split: str = "test",
         array = data if is_record_source(data) else data[key]
     params = restore_params(experiment, workdir, which).params
     outputs = predict(experiment.model, experiment.tasks, params, array, experiment.config.eval_batch_size,
-                      input_key=key)
+                      input_key=key, mesh=make_mesh(experiment.config.get("mesh")),
+                      fsdp_min_size=experiment.config.get("fsdp_min_size", FSDP_MIN_SIZE))
     targets = _split_targets(experiment.data[split], experiment.tasks) if inputs is None else {}
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npz":

@@ -74,13 +74,17 @@ SCRIPT = textwrap.dedent("""
             moments = [leaf for leaf in jax.tree.leaves(run.state.opt_state) if leaf.size >= 256]
             assert moments and all(("fsdp" in leaf.sharding.spec) == (mesh is fsdp) for leaf in moments), where
 
-    # evaluation on a mesh (batches split over its devices, the last one padded) is one device's
+    # evaluation and prediction on a mesh (batches split over its devices, the last one padded) are one device's
     model, params, valid = cases["plain"][0], single["plain"].state.params, options["validation"]
     alone = mtl.evaluate(model, tasks, params, valid, batch_size=8, input_key="x")
+    alone_predicted = mtl.predict(model, tasks, params, valid["x"], batch_size=8)
+    assert len(alone_predicted["y"]) == 13
     for mesh in (every, fsdp):
         on_mesh = mtl.evaluate(model, tasks, params, valid, batch_size=8, input_key="x", mesh=mesh)
         for key in alone:
             np.testing.assert_allclose(on_mesh[key], alone[key], rtol=1e-5, err_msg=f"evaluate {key}")
+        predicted = mtl.predict(model, tasks, params, valid["x"], batch_size=8, mesh=mesh)  # 8 + 5 padded rows
+        chex.assert_trees_all_close(predicted, alone_predicted, rtol=1e-5, atol=1e-6)
 
     # a checkpoint written on 8 devices (FSDP) resumes on one (and so on any count: a restored
     # state is read onto one device, then placed): the run continues as the uninterrupted run

@@ -49,8 +49,8 @@ from mtl_jax.train.mesh import (FSDP_MIN_SIZE, check_batch_size, check_fsdp_min_
 from mtl_jax.train.monitor import Monitor
 from mtl_jax.train.run_workdir import SIGNATURE_FILE, open_run, previous_run, run_signature, signature_mismatch
 from mtl_jax.train.state import TrainState, create_train_state
-from mtl_jax.train.step import (InputKey, make_eval_step, make_placed_eval_step, make_placed_train_step,
-                                make_predict_step, make_train_step,
+from mtl_jax.train.step import (InputKey, make_eval_step, make_placed_eval_step, make_placed_predict_step,
+                                make_placed_train_step, make_predict_step, make_train_step,
                                 select_inputs)
 from mtl_jax.train.train_loop import Run, new_meta, train_loop
 from mtl_jax.train.workdir_lock import workdir_lock
@@ -338,21 +338,27 @@ def _evaluate(eval_step, tasks, params, data, batch_size, check=None, mesh=None)
     On a mesh every batch's rows are split over its devices (padded with masked rows to a
     multiple of the device count), as in training."""
     stats = epoch_stats.init()
-    read = batches(data, batch_size, check=check)
-    if mesh is not None:
-        devices = data_size(mesh)
-        read = shard_batches(mesh, (pad_batch(batch, -(-batch_rows(batch) // devices) * devices) for batch in read))
-    for batch in read:
+    for batch in shard_batches(mesh, _padded_for(mesh, batches(data, batch_size, check=check))):
         stats = epoch_stats.add(stats, tasks, eval_step(params, batch))
     return epoch_stats.summary(tasks, stats)
 
 
+def _padded_for(mesh: Mesh | None, read):
+    """Each batch padded with masked rows to a multiple of the mesh's device count (as it is
+    without a mesh)."""
+    if mesh is None:
+        return read
+    devices = data_size(mesh)
+    return (pad_batch(batch, -(-batch_rows(batch) // devices) * devices) for batch in read)
+
+
 def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size: int = 256,
-            input_key: InputKey = "image") -> dict[str, Any]:
+            input_key: InputKey = "image", mesh: Mesh | None = None,
+            fsdp_min_size: int = FSDP_MIN_SIZE) -> dict[str, Any]:
     """Per-task predictions for ``inputs``: an array, a dict of arrays for multi-input models, a
     :class:`~mtl_jax.data.sources.RecordSource` whose records' ``input_key`` feeds the model
     (read batch by batch), or an iterable of batch dicts holding ``input_key`` (padding rows are
-    dropped from the result).
+    dropped from the result). ``mesh``, ``fsdp_min_size``: as for :func:`evaluate`.
 
     Returns ``{task: output}`` as described in :func:`mtl_jax.tasks.task_outputs`:
     values for regression, ``{"probabilities", "labels"}`` for classification kinds.
@@ -378,10 +384,16 @@ def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size:
     if not streamed:
         check(data)
     checks.check_input_shape(model, params, select_inputs(head(data, 8), key), "predict inputs")
-    predict_step = make_predict_step(model)
+    if mesh is None:
+        predict_step = make_predict_step(model)
+    else:
+        predict_step, params = make_placed_predict_step(model, mesh), place_state(mesh, params, fsdp_min_size)
     raw, valid = [], []
-    for batch in batches(data, batch_size, check=check if streamed else None):
-        raw.append(jax.device_get(predict_step(params, select_inputs(batch, key))))
-        valid.append(batch["_valid"] > 0)
+    for batch in _padded_for(mesh, batches(data, batch_size, check=check if streamed else None)):
+        valid.append(np.asarray(batch["_valid"]) > 0)
+        inputs = select_inputs(batch, key)
+        if mesh is not None:
+            inputs = next(shard_batches(mesh, [inputs]))
+        raw.append(jax.device_get(predict_step(params, inputs)))
     valid = np.concatenate(valid)
     return {t.name: task_outputs(t, np.concatenate([r[t.name] for r in raw])[valid]) for t in tasks}

@@ -222,3 +222,11 @@ def eval_step_function(model: nn.Module, tasks: tuple[Task, ...], input_key: Inp
 def make_predict_step(model: nn.Module):
     """Returns the jitted ``predict_step(params, inputs) -> {task: raw output}``."""
     return jax.jit(lambda params, inputs: model.apply({"params": params}, inputs, train=False))
+
+
+def make_placed_predict_step(model: nn.Module, mesh):
+    """:func:`make_predict_step` on a device mesh (inputs split over its devices), its outputs
+    replicated so every process can read them."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(lambda params, inputs: model.apply({"params": params}, inputs, train=False),
+                   out_shardings=replicated)
