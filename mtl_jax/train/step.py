@@ -192,6 +192,7 @@ def make_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKe
     return jax.jit(eval_step_function(model, tasks, input_key))
 
 
+@functools.lru_cache(maxsize=16)  # per mesh: evaluating twice compiles once
 def make_placed_eval_step(model: nn.Module, tasks: tuple[Task, ...], input_key: InputKey, mesh):
     """:func:`make_eval_step` on a device mesh (batches split over its devices): the outputs
     (loss sums, metric statistics, per-example scores of ``concat`` metrics) are replicated, so
@@ -224,6 +225,7 @@ def make_predict_step(model: nn.Module):
     return jax.jit(lambda params, inputs: model.apply({"params": params}, inputs, train=False))
 
 
+@functools.lru_cache(maxsize=16)  # per mesh: evaluating twice compiles once
 def make_placed_predict_step(model: nn.Module, mesh):
     """:func:`make_predict_step` on a device mesh (inputs split over its devices), its outputs
     replicated so every process can read them."""
