@@ -5,7 +5,7 @@
     mtl-jax config  --config experiments/configs/seed_cnn.py [--config.key=value ...]
     mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
     mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
-    mtl-jax compare --config experiments/configs/compare_houses.py --workdir DIR [--resume]
+    mtl-jax compare --config experiments/configs/compare_houses.py --workdir DIR [--resume] [--coordinator ... | --distributed]
     mtl-jax list
 
 ``--config.key=value`` (or ``--config.key value``) overrides a config field as ml_collections'
@@ -43,6 +43,17 @@ def _run_arguments(parser: argparse.ArgumentParser, workdir: str, resume: str) -
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _host_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id`` and ``--distributed``."""
+    hosts = parser.add_argument_group("several processes (hosts), each running this same command "
+                                      "(mtl_jax/distributed.py)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="let JAX find the processes from the cluster (SLURM, Cloud TPU, ...)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtl-jax", description="Multi-task learning experiments in JAX.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -50,13 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a config into a workdir (or resume it)")
     _config_arguments(train)
     _run_arguments(train, "where checkpoints, logs and plots go", "continue from the latest checkpoint in the workdir")
-    hosts = train.add_argument_group("several processes (hosts), each running this same command "
-                                     "(mtl_jax/distributed.py)")
-    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
-    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
-    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
-    hosts.add_argument("--distributed", action="store_true",
-                       help="let JAX find the processes from the cluster (SLURM, Cloud TPU, ...)")
+    _host_arguments(train)
     for name, text in (("eval", "evaluate a workdir's checkpoint on a split"),
                        ("predict", "write per-task predictions to CSV or NPZ")):
         p = sub.add_parser(name, help=text)
@@ -72,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                                           "single-task baselines; write results.md/csv with delta-m%%")
     _config_arguments(grid, "compare config", "seeds=[0,1]")
     _run_arguments(grid, "where every run and the results table go", "continue interrupted runs and retry failed ones")
+    _host_arguments(grid)
     sub.add_parser("list", help="datasets, models, weighting methods, aggregators, optimizers and schedules")
     return parser
 
@@ -110,17 +116,18 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(describe(config))
         return 0
+    if args.command in ("train", "compare"):
+        from mtl_jax import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
     if args.command == "compare":
         from mtl_jax.compare import compare
 
         compare(args.config, args.workdir, overrides=args.overrides, resume=args.resume,
                 progress=False if args.quiet else None)
-        print((Path(args.workdir) / "results.md").read_text())
+        if distributed.writes_files():
+            print((Path(args.workdir) / "results.md").read_text())
         return 0
-    if args.command == "train":
-        from mtl_jax import distributed
-
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
     from mtl_jax import experiment
 
     if args.command == "train":

@@ -87,6 +87,19 @@ def wait_for_all(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def as_process_0_sees(values: list[int]) -> list[int]:
+    """Process 0's ``values`` (whole numbers) on every process; ``values`` themselves with one.
+
+    For decisions every process must take alike from files only process 0 may see (its own
+    disk): which runs of a grid are finished, whether a workdir is refused."""
+    if process_count() == 1:
+        return list(values)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32)))]
+
+
 def global_array(value: Any, sharding) -> Any:
     """``value`` (the same on every process) as an array laid out by ``sharding``; with several
     processes each gives only its own devices their part."""

@@ -152,6 +152,41 @@ def test_a_group_out_of_memory_is_halved_until_it_fits(tmp_path, monkeypatch, da
     assert summary["datasets"][""][0].seeds == [0, 1, 2, 3, 4]
 
 
+def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_tables(finished, tmp_path, data_dir):
+    """``mtl-jax compare --coordinator ...`` in two processes (one CPU device each): every run
+    trains over both processes' devices, the diverging one fails in both and the grid goes on;
+    the runs' metrics are the one-process grid's (seed 0 of the fixture)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_distributed import _free_port
+
+    path, work, _ = finished
+    grid_path = tmp_path / "grid.py"
+    grid_path.write_text(path.read_text().replace("config.seeds = [0, 1]", "config.seeds = [0]"))
+    env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
+    command = [sys.executable, "-m", "mtl_jax.cli", "compare", "--config", str(grid_path), "--workdir",
+               str(tmp_path / "two"), "--quiet", "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    processes = [subprocess.Popen([*command, "--process-id", str(i)], cwd=Path(__file__).resolve().parents[1],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=150) for p in processes]
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "# Comparison" in outputs[0][0] and "# Comparison" not in outputs[1][0]  # the table: process 0's
+    for folder in ("method=uw/seed0", "task=price/seed0", "task=kind/seed0"):
+        two = json.loads((tmp_path / "two" / "runs" / folder / "run.json").read_text())
+        one = json.loads((work / "runs" / folder / "run.json").read_text())
+        for key, value in one["metrics"].items():
+            assert two["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (folder, key)  # r2 near 0: abs
+    assert (tmp_path / "two" / "runs" / "method=diverges/seed0" / "error.json").exists()
+    assert not (tmp_path / "two" / "runs" / "method=diverges/seed0" / "run.json").exists()
+    assert not list((tmp_path / "two").glob("**/.*.tmp"))
+    rows = list(csv.DictReader(open(tmp_path / "two" / "results.csv")))
+    assert {r["group"] for r in rows} == {"uw", "single-task"}
+
+
 def test_an_interrupted_run_is_continued_only_with_resume(tmp_path, data_dir):
     path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0,))
     work = tmp_path / "work"

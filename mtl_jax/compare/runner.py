@@ -23,6 +23,12 @@ makes it, plus ``run.json``: its test metrics, steps and seconds, written last),
   resume trains alone; a group that runs out of device memory is halved until it fits. A
   group interrupted before it finished trains again from the start (nothing of it is written
   before it ends).
+* Several processes (``mtl-jax compare --coordinator ... --num-processes N --process-id I``,
+  or ``--distributed``): every process runs the same grid in the same order and each run
+  trains over all their devices, as ``mtl-jax train`` does (so seeds train one by one).
+  Process 0 decides which runs are finished or refused, from its files, and alone writes
+  ``run.json``, ``error.json`` and the summary; the summary returned on the other processes
+  counts only the runs they can read.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import ml_collections
 from mtl_jax.compare.grid import (Run, check_compare_config, compare_defaults, data_cells, resolve_base, runs,
                                   seeds_at_once)
 from mtl_jax.config import CONFIG_FILE, apply_overrides, config_changes, load_config, read_config
+from mtl_jax.distributed import as_process_0_sees
 from mtl_jax.files import write_json
 from mtl_jax.train.run_workdir import previous_run
 
@@ -107,17 +114,19 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
     config, grid, configs, keys_of = plan(path, overrides)
     workdir = Path(workdir)
     folders = {run: workdir / "runs" / run.folder for run in grid}
-    for run, folder in folders.items():  # refuse before training anything
-        if (folder / RUN_FILE).exists():
-            changes = config_changes(read_config(folder), configs[run])
-            if changes:
-                raise FileExistsError(f"{folder} finished with another config ({'; '.join(changes[:3])}): the grid "
-                                      "changed; use another --workdir (or delete that run's folder)")
-        elif not resume and (previous_run(folder) or (folder / ERROR_FILE).exists()):
-            raise FileExistsError(f"{folder} holds an unfinished or failed run; pass --resume to continue it")
+    # what is finished or refused, as process 0 sees it (with several processes its disk holds the files)
+    states = as_process_0_sees([_state(folders[run], configs[run], resume) for run in grid])
+    for run, state in zip(grid, states):  # refuse before training anything
+        if state == _CHANGED:
+            changes = (config_changes(read_config(folders[run]), configs[run]) if (folders[run] / RUN_FILE).exists()
+                       else ["(seen by process 0)"])
+            raise FileExistsError(f"{folders[run]} finished with another config ({'; '.join(changes[:3])}): the grid "
+                                  "changed; use another --workdir (or delete that run's folder)")
+        if state == _UNFINISHED:
+            raise FileExistsError(f"{folders[run]} holds an unfinished or failed run; pass --resume to continue it")
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "compare.json", config.to_dict())
-    todo = [run for run in grid if not (folders[run] / RUN_FILE).exists()]
+    todo = [run for run, state in zip(grid, states) if state != _FINISHED]
     done = len(grid) - len(todo)
     for group in _groups(todo, seeds_at_once(config), configs, folders):
         names = f"{group[0].folder}" if len(group) == 1 else (
@@ -134,6 +143,19 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
     summary = summarise_grid(grid, {run: _read(folders[run]) for run in grid}, keys_of)
     write_report(summary, workdir)
     return summary
+
+
+_TODO, _FINISHED, _CHANGED, _UNFINISHED = range(4)
+
+
+def _state(folder: Path, config: ml_collections.ConfigDict, resume: bool) -> int:
+    """Whether the run in ``folder`` is to train, finished, or refused (finished with another
+    config; unfinished or failed without ``resume``)."""
+    if (folder / RUN_FILE).exists():
+        return _CHANGED if config_changes(read_config(folder), config) else _FINISHED
+    if not resume and (previous_run(folder) or (folder / ERROR_FILE).exists()):
+        return _UNFINISHED
+    return _TODO
 
 
 def _groups(todo: list[Run], seeds_at_once: int, configs: dict, folders: dict) -> list[list[Run]]:
