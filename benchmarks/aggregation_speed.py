@@ -42,6 +42,7 @@ from mtl_jax.aggregation.upgrad import upgrad_coefficients
 from mtl_jax.data.batching import batches
 from mtl_jax.experiment import make_weighting
 from mtl_jax.models import MLP, SeedCNN, hard_sharing
+from mtl_jax.models.mixed_precision import mixed_precision
 from mtl_jax.registry import AGGREGATORS
 from mtl_jax.tasks import task_losses
 from mtl_jax.train import create_train_state, make_train_step
@@ -140,17 +141,20 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="comma-separated aggregators to time (default: all)")
     parser.add_argument("--mlp-only", action="store_true", help="skip the seed CNN setup")
     parser.add_argument("--tasks", default="2,8,32", help="comma-separated task counts of the MLP setups")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="the models' compute dtype (mtl_jax/models/mixed_precision.py)")
     args = parser.parse_args()
     samples = 3 if args.quick else args.samples
     names = AGGREGATORS_TIMED[:3] if args.quick else AGGREGATORS_TIMED
     if args.methods:
         names = [n for n in args.methods.split(",") if n]
     order = np.random.default_rng(0)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median over {samples} interleaved blocks of "
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.precision}; median over {samples} interleaved blocks of "
           f"{args.block} back-to-back steps per method")
     for title, model, tasks, data, input_key in setups(args.quick, tuple(int(t) for t in args.tasks.split(","))):
         if args.mlp_only and input_key != "x":
             continue
+        model = mixed_precision(model, args.precision)
         batch = next(batches(data, len(next(iter(data.values())))))
         optimizer = optax.adam(1e-3)
         runs, memory = {}, {}
