@@ -12,6 +12,6 @@ rm -rf .wheels && mkdir .wheels
   --platform manylinux_2_28_x86_64 --platform any \
   "tensorflow-datasets>=4.9.7" "grain>=0.2.6" array-record dm-tree "ml-collections>=1.0" "tensorboardX>=2.6" \
   "importlib_resources>=6.0" immutabledict simple-parsing docstring-parser termcolor toml tensorflow-metadata \
-  googleapis-common-protos
+  googleapis-common-protos portpicker
 "$PYTHON" -m pip wheel -q --no-deps -w .wheels promise  # published as a source archive only
 du -sh .wheels
