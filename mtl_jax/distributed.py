@@ -8,8 +8,9 @@ Every process runs the same command; ``jax.distributed.initialize`` connects the
   the rows of each global batch its own devices hold (``batches(..., shard=...)``,
   :func:`mtl_jax.train.mesh.process_shard`), assembled into the global batch by
   ``jax.make_array_from_process_local_data`` (a task mixture likewise, each dataset's batch
-  split); an iterable of batches is read whole by every process, which hands its devices
-  their rows (:func:`global_array`). The
+  split), a function ``(epoch, shard)`` of batches likewise reads only this process's part
+  (:mod:`mtl_jax.data.batch_streams`); any other iterable of batches is read whole by every
+  process, which hands its devices their rows (:func:`global_array`). The
   run is the one-process run on the same mesh, up to float rounding;
 * the train state starts identical everywhere (same seed) and is placed the same way;
 * only process 0 writes files: ``config.json``, ``history.json``, logs, TensorBoard, plots

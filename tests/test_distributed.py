@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -66,6 +67,74 @@ def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writ
     assert not list(workdir.glob(".*.tmp")) and not (workdir / ".lock").exists()
     scores = evaluate_run(workdir, "test", "latest", data_dir=data_dir)
     np.testing.assert_allclose(scores["t0/rmse"], single["final"]["t0/rmse"], rtol=1e-4)
+
+
+PARTS_SCRIPT = """
+import json, sys
+import numpy as np
+import optax
+from mtl_jax import distributed
+distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+import jax
+import mtl_jax as mtl
+from mtl_jax.data.batching import epoch_order
+from mtl_jax.models import MLP, hard_sharing
+from mtl_jax.train.mesh import make_mesh
+
+tasks = (mtl.regression("y"), mtl.classification("label", 3))
+rng = np.random.default_rng(0)
+data = {"x": rng.normal(size=(37, 8)).astype(np.float32), "y": rng.normal(size=37).astype(np.float32),
+        "label": rng.integers(0, 3, 37)}
+seen = set()
+
+def parts(seed):
+    def of_epoch(epoch, shard):  # this process's rows of every batch of 8 (the last: 5 rows, split 3 + 2)
+        seen.add(tuple(shard))
+        index, count = shard
+        order = epoch_order(37, seed, epoch)
+        chosen = [order[i:i + 8] for i in range(0, 37, 8)]
+        return [{k: v[rows[index * len(rows) // count:(index + 1) * len(rows) // count]] for k, v in data.items()}
+                for rows in chosen]
+    return of_epoch
+
+state, history = mtl.fit(hard_sharing(MLP((16,)), tasks), tasks, parts(4), validation=parts(None), epochs=2, seed=4,
+                         input_key="x", optimizer=optax.adam(1e-2), progress=False, mesh=make_mesh({"data": -1}))
+if jax.process_index() == 0:
+    np.savez(sys.argv[3], *[np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(state.params)])
+    json.dump({"history": history, "seen": sorted(seen)}, open(sys.argv[3] + ".json", "w"))
+"""
+
+
+def test_two_processes_each_reading_its_part_of_every_batch_train_the_whole_batches_run(tmp_path):
+    """``fit`` on a function ``(epoch, shard)`` of batches: each of two processes reads only its
+    rows of every batch (the last, short one too) and of the validation batches; the run is the
+    one-process run on the whole batches."""
+    import optax
+
+    import mtl_jax as mtl
+    from mtl_jax.models import MLP, hard_sharing
+
+    script, port, out = tmp_path / "parts.py", _free_port(), tmp_path / "two.npz"
+    script.write_text(PARTS_SCRIPT)
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
+    processes = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(i), str(out)], cwd=ROOT,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    two = json.loads(Path(str(out) + ".json").read_text())
+    assert two["seen"] == [[0, 2]]  # process 0 was asked for its part, of two
+    tasks = (mtl.regression("y"), mtl.classification("label", 3))
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(37, 8)).astype(np.float32), "y": rng.normal(size=37).astype(np.float32),
+            "label": rng.integers(0, 3, 37)}
+    state, history = mtl.fit(hard_sharing(MLP((16,)), tasks), tasks, data, validation=data, epochs=2, batch_size=8,
+                             seed=4, input_key="x", optimizer=optax.adam(1e-2), progress=False)
+    for key, values in history.items():
+        np.testing.assert_allclose(two["history"][key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    params = np.load(out)
+    for i, leaf in enumerate(jax.tree.leaves(jax.device_get(state.params))):
+        np.testing.assert_allclose(params[f"arr_{i}"], leaf, rtol=1e-5, atol=1e-6)
 
 
 def test_the_connection_arguments_are_checked_before_jax_starts():

@@ -143,6 +143,44 @@ def test_batches_from_a_function_of_the_epoch_train_exactly_like_arrays():
     assert history == expected
 
 
+def _part_batches(data, seed, batch_size=8, seen=None):
+    """``(epoch, shard) -> batches``: this process's rows of every batch of :func:`_epoch_batches`."""
+    def of_epoch(epoch, shard):
+        index, count = shard
+        if seen is not None:
+            seen.add(shard)
+        return [{k: v[index * len(v) // count:(index + 1) * len(v) // count] for k, v in batch.items()}
+                for batch in _epoch_batches(data, seed, batch_size)(epoch)]
+    return of_epoch
+
+
+def test_a_function_of_the_epoch_and_the_shard_reads_this_process_part():
+    """One process: the function is asked for part (0, 1), the whole batch; the other process
+    counts are tests/test_distributed.py's."""
+    data = toy_regression_classification(37, seed=3)
+    seen = set()
+    expected_state, expected = mtl.fit(MODEL, TASKS, _epoch_batches(data, 4), epochs=2,
+                                       validation=_epoch_batches(data, None), seed=4, **OPTIONS)
+    state, history = mtl.fit(MODEL, TASKS, _part_batches(data, 4, seen=seen), epochs=2,
+                             validation=_part_batches(data, None, seen=seen), seed=4, **OPTIONS)
+    chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(expected_state))
+    assert history == expected and seen == {(0, 1)}
+    assert mtl.evaluate(MODEL, TASKS, state.params, _part_batches(data, None), input_key="x") == pytest.approx(
+        mtl.evaluate(MODEL, TASKS, state.params, data, input_key="x"), rel=1e-5)
+
+
+def test_a_part_of_every_batch_read_by_one_of_several_processes_needs_a_mesh(monkeypatch):
+    from mtl_jax.data import batch_streams
+
+    monkeypatch.setattr(batch_streams, "process_position", lambda: (1, 2))  # as process 1 of 2 would see it
+    data = toy_regression_classification(32, seed=3)
+    parts = _part_batches(data, 0)
+    with pytest.raises(ValueError, match=r"reads one part of every batch in each of 2 processes: give a mesh"):
+        mtl.fit(MODEL, TASKS, parts, epochs=1, **OPTIONS)
+    with pytest.raises(ValueError, match="predict reads whole batches"):
+        mtl.predict(MODEL, TASKS, {}, parts, input_key="x")
+
+
 def test_a_list_of_batches_is_read_again_each_epoch_and_a_short_batch_does_not_recompile():
     data = toy_regression_classification(37, seed=3)
     listed = _epoch_batches(data, None)(0)

@@ -8,7 +8,18 @@ turned into numpy, a generator), as:
   from the start every epoch;
 * a function ``epoch -> iterable of batches``: the batches of each epoch (e.g. your own
   shuffling by ``(seed, epoch)``);
-* an iterator or generator: it can be read only once, so it trains one epoch.
+* an iterator or generator: it can be read only once, so it trains one epoch;
+* a function ``(epoch, shard) -> iterable of batches`` (its second parameter named ``shard``):
+  with several processes (:mod:`mtl_jax.distributed`) each process's call reads only its part
+  of the data. ``shard = (index, count)`` is this process's place (``jax.process_index()``,
+  ``jax.process_count()``; ``(0, 1)`` with one process), and each batch it yields holds only
+  rows ``[index * B / count, (index + 1) * B / count)`` of the global batch of ``B`` rows (e.g.
+  ``tf.data``'s ``shard(count, index)`` before batching ``B / count``). Every process yields
+  the same number of batches; each part is padded with masked rows to the size of the first
+  (so the parts of a short last batch may differ in size). The global batch, assembled from
+  every process's part, is what one process reading whole batches trains on. Training and
+  evaluation take it (with a mesh over every process's devices); ``predict`` reads whole
+  batches (give it arrays, a record source or batches without ``shard``).
 
 Each batch is a dict of arrays sharing their first dimension: the model's input(s), each
 task's target (and optionally ``<task>_mask`` or the example mask ``_valid``). The first batch
@@ -21,6 +32,7 @@ uninterrupted one exactly when the stream yields the same batches again.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -61,9 +73,11 @@ class BatchStream:
 
     def __init__(self, data: Iterable[Mapping] | Callable[[int], Iterable[Mapping]]):
         self.data = data
+        # a function of (epoch, shard): this process's rows of every batch (None: whole batches)
+        self.shard: tuple[int, int] | None = process_position() if callable(data) and takes_shard(data) else None
         if callable(data):
             self.kind = "function"
-            first = next(iter(data(0)), None)
+            first = next(iter(self._call(0)), None)
         elif iter(data) is data:
             self.kind = "iterator"
             first = next(data, None)
@@ -76,6 +90,14 @@ class BatchStream:
         self.batch_size = rows(first, "the first batch")
         self.first = pad_batch(first, self.batch_size, "the first batch")
 
+    def _call(self, epoch: int):
+        return self.data(epoch) if self.shard is None else self.data(epoch, shard=self.shard)
+
+    @property
+    def global_rows(self) -> int | None:
+        """Rows of the global batch when each process reads its own part (else None)."""
+        return None if self.shard is None else self.batch_size * self.shard[1]
+
     @property
     def steps(self) -> int | None:
         """Batches per epoch, when the iterable has a length."""
@@ -84,7 +106,7 @@ class BatchStream:
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """The padded batches of ``epoch`` from ``start_step`` on."""
         if self.kind == "function":
-            source = iter(self.data(epoch))
+            source = iter(self._call(epoch))
         elif self.kind == "iterator":
             if self._rest is None:
                 raise ValueError(f"epoch {epoch + 1}: an iterator of batches can be read only once (one epoch); pass "
@@ -96,7 +118,27 @@ class BatchStream:
             yield pad_batch(batch, self.batch_size, f"batch {index} of epoch {epoch + 1}")
 
     def __repr__(self) -> str:
-        return f"BatchStream({self.kind}, batch_size={self.batch_size}, steps={self.steps})"
+        shard = "" if self.shard is None else f", shard={self.shard}"
+        return f"BatchStream({self.kind}, batch_size={self.batch_size}, steps={self.steps}{shard})"
+
+
+def takes_shard(function: Callable) -> bool:
+    """Whether ``function`` takes the keyword ``shard`` (a function ``(epoch, shard)`` of batches)."""
+    try:
+        return "shard" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature (some builtins)
+        return False
+
+
+def process_position() -> tuple[int, int]:
+    """``(jax.process_index(), jax.process_count())``; ``(0, 1)`` with one process."""
+    from mtl_jax.distributed import process_count
+
+    if process_count() == 1:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
 
 
 def is_batch_stream(data: Any) -> bool:

@@ -141,7 +141,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
         grain data source), read batch by batch by grain's worker threads: memory bounded by
         the batch, not the dataset; or any iterable of batch dicts, or a function
         ``epoch -> batches`` (:mod:`mtl_jax.data.batch_streams`; ``batch_size`` and ``seed``
-        do not apply to its order); or, for multi-input MTL, a
+        do not apply to its order), or ``(epoch, shard) -> batches`` reading only this
+        process's part of every batch (several processes); or, for multi-input MTL, a
         :class:`~mtl_jax.data.task_mixture.TaskMixture` of one dataset per task (``batch_size``
         rows per dataset read). A source's or iterable's first examples are checked before
         anything is compiled, the rest as each batch is read.
@@ -236,7 +237,11 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
             raise TypeError(f"hooks: {hook!r} is not a mtl_jax.train.hooks.Hook (it lacks {missing}; subclass Hook "
                             "for no-op defaults)")
     monitor = _monitor(best_metric, early_stopping_patience, min_delta, tasks, validation)
-    if mesh is not None and not is_batch_stream(train):
+    for data in (train, validation):
+        _parts(data, mesh)  # a function of (epoch, shard) across processes needs a mesh
+    if mesh is not None and is_batch_stream(train):
+        check_batch_size(mesh, train.global_rows or train.batch_size, "the first batch's size (every process's part together)")
+    elif mesh is not None:
         check_batch_size(mesh, batch_size if is_mixture(train) else min(batch_size, num_examples(train)))
     check_fsdp_min_size(fsdp_min_size)
     optimizer = optimizer or DEFAULT_OPTIMIZER
@@ -303,8 +308,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
 
         run = Run(tasks, state, meta, epochs, steps_per_epoch(train, batch_size), workdir, step=int(state.step))
         # each process reads only its devices' rows of every batch of arrays, records or a task
-        # mixture; an iterable of batches is read whole by every process
-        rows = (None if is_batch_stream(train) else len(first[EXAMPLE_MASK_KEY]) if is_mixture(train)
+        # mixture, and of a function (epoch, shard) of batches; other batches are read whole by every process
+        rows = (train.global_rows if is_batch_stream(train) else len(first[EXAMPLE_MASK_KEY]) if is_mixture(train)
                 else min(batch_size, num_examples(train)))
         shard = (0, 1) if rows is None else process_shard(mesh, rows)
         train_loop(train_step, run, lambda epoch, start: shard_batches(mesh, batches(
@@ -338,9 +343,27 @@ def _evaluate(eval_step, tasks, params, data, batch_size, check=None, mesh=None)
     On a mesh every batch's rows are split over its devices (padded with masked rows to a
     multiple of the device count), as in training."""
     stats = epoch_stats.init()
-    for batch in shard_batches(mesh, _padded_for(mesh, batches(data, batch_size, check=check))):
+    parts = _parts(data, mesh)
+    if parts == 1:
+        read = shard_batches(mesh, _padded_for(mesh, batches(data, batch_size, check=check)))
+    else:  # each process's part of every batch (all of one size), padded for its own devices
+        local = data_size(mesh) // parts
+        rows = -(-data.batch_size // local) * local
+        read = shard_batches(mesh, (pad_batch(batch, rows) for batch in batches(
+            data, batch_size, check=check, shard=data.shard)), global_rows=rows * parts)
+    for batch in read:
         stats = epoch_stats.add(stats, tasks, eval_step(params, batch))
     return epoch_stats.summary(tasks, stats)
+
+
+def _parts(data, mesh: Mesh | None) -> int:
+    """How many processes each read a part of every batch of ``data`` (1: each reads it whole);
+    an error where no mesh joins their parts."""
+    count = data.shard[1] if is_batch_stream(data) and data.shard is not None else 1
+    if count > 1 and mesh is None:
+        raise ValueError(f"a function (epoch, shard) reads one part of every batch in each of {count} processes: "
+                         "give a mesh over every process's devices (mesh=make_mesh()) to join the parts")
+    return count
 
 
 def _padded_for(mesh: Mesh | None, read):
@@ -376,6 +399,9 @@ def predict(model: nn.Module, tasks: Sequence[Task], params, inputs, batch_size:
     checks.check_count("batch_size", batch_size, 1)
     if not is_batch_stream(data) and num_examples(data) == 0:
         raise ValueError("predict: no inputs (0 examples)")
+    if is_batch_stream(data) and data.shard is not None and data.shard[1] > 1:
+        raise ValueError("predict reads whole batches in every process: give it arrays, a record source, or batches "
+                         "without the shard parameter")
 
     def check(batch):
         checks.check_inputs(batch, key, "predict")
