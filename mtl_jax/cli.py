@@ -5,7 +5,8 @@
     mtl-jax config  --config experiments/configs/seed_cnn.py [--config.key=value ...]
     mtl-jax eval    --workdir DIR [--split test] [--checkpoint best|latest]
     mtl-jax predict --workdir DIR --output preds.csv|preds.npz [--split test | --inputs x.npz] [--checkpoint ...]
-    mtl-jax compare --config experiments/configs/compare_houses.py --workdir DIR [--resume] [--coordinator ... | --distributed]
+    mtl-jax compare --config experiments/configs/compare_houses.py --workdir DIR [--resume]
+                    [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
     mtl-jax list
 
 ``--config.key=value`` (or ``--config.key value``) overrides a config field as ml_collections'

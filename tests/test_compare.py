@@ -155,7 +155,7 @@ def test_a_group_out_of_memory_is_halved_until_it_fits(tmp_path, monkeypatch, da
 def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_tables(finished, tmp_path, data_dir):
     """``mtl-jax compare --coordinator ...`` in two processes (one CPU device each): every run
     trains over both processes' devices, the diverging one fails in both and the grid goes on;
-    the runs' metrics are the one-process grid's (seed 0 of the fixture)."""
+    the run's metrics are the one-process grid's (seed 0 of the fixture; no single-task runs)."""
     import os
     import subprocess
     import sys
@@ -164,7 +164,8 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
 
     path, work, _ = finished
     grid_path = tmp_path / "grid.py"
-    grid_path.write_text(path.read_text().replace("config.seeds = [0, 1]", "config.seeds = [0]"))
+    grid_path.write_text(path.read_text().replace("config.seeds = [0, 1]",
+                                                  "config.seeds = [0]\n    config.single_task = False"))
     env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
            "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
     command = [sys.executable, "-m", "mtl_jax.cli", "compare", "--config", str(grid_path), "--workdir",
@@ -175,7 +176,7 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "# Comparison" in outputs[0][0] and "# Comparison" not in outputs[1][0]  # the table: process 0's
-    for folder in ("method=uw/seed0", "task=price/seed0", "task=kind/seed0"):
+    for folder in ("method=uw/seed0",):
         two = json.loads((tmp_path / "two" / "runs" / folder / "run.json").read_text())
         one = json.loads((work / "runs" / folder / "run.json").read_text())
         for key, value in one["metrics"].items():
@@ -184,7 +185,7 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
     assert not (tmp_path / "two" / "runs" / "method=diverges/seed0" / "run.json").exists()
     assert not list((tmp_path / "two").glob("**/.*.tmp"))
     rows = list(csv.DictReader(open(tmp_path / "two" / "results.csv")))
-    assert {r["group"] for r in rows} == {"uw", "single-task"}
+    assert {r["group"] for r in rows} == {"uw"}
 
 
 def test_an_interrupted_run_is_continued_only_with_resume(tmp_path, data_dir):

@@ -55,6 +55,13 @@ def jacobian(kind: str, tasks: int, seed: int) -> np.ndarray:
 
 
 CASES = [(kind, t) for kind in KINDS for t in SIZES]
+CAGRAD_C = 0.4
+# compiled once per Gramian shape (not once per case): each wrapper keeps its programs
+PROJECTIONS = jit_once(jax.vmap(qp.min_norm_above, in_axes=(None, 0)))
+MIN_NORM_ABOVE = jit_once(qp.min_norm_above)
+UPGRAD, DUALPROJ = jit_once(upgrad_solve), jit_once(dualproj_solve)
+MGDA, NASH = jit_once(mgda_solve), jit_once(nash_solve)
+CAGRAD = jit_once(lambda g: cagrad_solve(g, CAGRAD_C, rescale=0))
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +86,17 @@ def test_upgrad_and_dualproj_are_the_exact_projections_and_never_conflict(x64, k
     j = jacobian(kind, tasks, 0)
     gramian = jnp.asarray(j @ j.T)
     eye = np.eye(tasks)
-    projections = jit_once(jax.vmap(qp.min_norm_above, in_axes=(None, 0)))(gramian, jnp.asarray(eye))
+    projections = PROJECTIONS(gramian, jnp.asarray(eye))
     for i in range(tasks):
         assert dual_cone_kkt(j, eye[i], np.asarray(projections.x[i])) < 1e-9, (kind, tasks, i)
-    coefficients, certificate = jit_once(upgrad_solve)(gramian)
+    coefficients, certificate = UPGRAD(gramian)
     np.testing.assert_allclose(coefficients, np.mean(projections.x, axis=0), rtol=1e-12)
     assert float(certificate.residual) < float(certificate.tolerance)
     d, norms = j.T @ np.asarray(coefficients), np.linalg.norm(j, axis=1)
     terms = np.abs(np.asarray(coefficients)) @ norms  # d's rounding scale (d is ~0 when the cone is {0})
     assert np.all(j @ d >= -1e-9 * terms * norms)
     mean = np.full(tasks, 1.0 / tasks)
-    coefficients, certificate = jit_once(dualproj_solve)(gramian)
+    coefficients, certificate = DUALPROJ(gramian)
     assert dual_cone_kkt(j, mean, np.asarray(coefficients)) < 1e-9
     assert float(certificate.residual) < float(certificate.tolerance)
 
@@ -99,7 +106,7 @@ def test_the_projection_equals_an_independent_nnls_on_well_conditioned_jacobians
     rng = np.random.default_rng(tasks)
     j = rng.normal(size=(tasks, 2 * tasks))
     j[1] = -0.8 * j[0] + 0.1 * rng.normal(size=2 * tasks)  # conflicting pair
-    solution = jit_once(qp.min_norm_above)(jnp.asarray(j @ j.T), jnp.asarray(np.eye(tasks)[0]))
+    solution = MIN_NORM_ABOVE(jnp.asarray(j @ j.T), jnp.asarray(np.eye(tasks)[0]))
     slack, _ = scipy.optimize.nnls(j.T, -j[0])
     np.testing.assert_allclose(j.T @ np.asarray(solution.x), j.T @ (np.eye(tasks)[0] + slack), atol=1e-10)
 
@@ -121,7 +128,7 @@ def _brute_force_min_norm(gramian):
 @pytest.mark.parametrize("kind, tasks", CASES)
 def test_mgda_satisfies_its_kkt_conditions(x64, kind, tasks):
     j = jacobian(kind, tasks, 1)
-    coefficients, certificate = jit_once(mgda_solve)(jnp.asarray(j @ j.T))
+    coefficients, certificate = MGDA(jnp.asarray(j @ j.T))
     v = np.asarray(coefficients)
     d, scale = j.T @ v, np.max(np.linalg.norm(j, axis=1)) ** 2
     assert np.all(v >= 0) and abs(v.sum() - 1) < 1e-12
@@ -137,7 +144,7 @@ def test_mgda_equals_brute_force_enumeration_of_supports(x64, tasks):
     j = rng.normal(size=(tasks, tasks + 2))
     j[:, 0] += 1.0  # a common direction, so that the min-norm point is not 0
     gramian = j @ j.T
-    v = np.asarray(jit_once(mgda_solve)(jnp.asarray(gramian))[0])
+    v = np.asarray(MGDA(jnp.asarray(gramian))[0])
     np.testing.assert_allclose(j.T @ v, j.T @ _brute_force_min_norm(gramian), atol=1e-12)
 
 
@@ -146,8 +153,8 @@ def test_cagrad_is_the_optimum_of_its_primal(x64, kind, tasks):
     """Primal optimality, from the Jacobian: ``d`` on the ball's boundary, and ``d - g_0`` a positive
     combination of exactly the tasks attaining ``min_i <g_i, d>``."""
     j = jacobian(kind, tasks, 2)
-    c = 0.4
-    coefficients, certificate = jit_once(lambda g: cagrad_solve(g, c, rescale=0))(jnp.asarray(j @ j.T))
+    c = CAGRAD_C
+    coefficients, certificate = CAGRAD(jnp.asarray(j @ j.T))
     mean = np.full(tasks, 1.0 / tasks)
     g0 = j.T @ mean
     if np.linalg.norm(g0) < 1e-12 * np.max(np.linalg.norm(j, axis=1)):
@@ -182,12 +189,12 @@ def test_nash_mtl_solves_the_bargaining_equations_or_says_it_could_not(x64):
     j = np.random.default_rng(0).normal(size=(5, 12))
     j[1] *= 1e3
     gramian = j @ j.T
-    a, certificate = jit_once(nash_solve)(jnp.asarray(gramian))
+    a, certificate = NASH(jnp.asarray(gramian))
     normalised = gramian / np.linalg.norm(gramian)
     np.testing.assert_allclose(np.asarray(a) * (normalised @ np.asarray(a)), 1.0, atol=1e-3)
     assert float(certificate.residual) < float(certificate.tolerance)
     j[3] = -j[2]  # a positive combination of gradients is 0: no solution exists
-    _, certificate = jit_once(nash_solve)(jnp.asarray(j @ j.T))
+    _, certificate = NASH(jnp.asarray(j @ j.T))
     assert float(certificate.residual) > float(certificate.tolerance)
 
 
@@ -197,7 +204,7 @@ def test_float32_certificates_never_claim_a_conflicting_direction(kind, tasks):
     tolerance: a certified UPGrad direction conflicts with no task beyond the rounding of float32
     sums, i.e. relative to ``||g_j|| sum_i |c_i| ||g_i||``."""
     j = jacobian(kind, tasks, 4)
-    coefficients, certificate = jit_once(upgrad_solve)(jnp.asarray(j @ j.T, jnp.float32))
+    coefficients, certificate = UPGRAD(jnp.asarray(j @ j.T, jnp.float32))
     c, norms = np.asarray(coefficients, np.float64), np.linalg.norm(j, axis=1)
     live = norms > 0
     worst = np.min((j @ (j.T @ c))[live] / norms[live]) / (np.abs(c) @ norms)

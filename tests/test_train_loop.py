@@ -13,7 +13,7 @@ import pytest
 import mtl_jax as mtl
 from mtl_jax.data.batching import epoch_order
 from mtl_jax.models import MLP, hard_sharing
-from mtl_jax.train import make_train_step
+from mtl_jax.train import fit_seeds, make_train_step
 from mtl_jax.train.checkpoint import Checkpointer, abstract_of
 from mtl_jax.train.hooks import Hook
 from mtl_jax.train.writers import read_rows
@@ -179,6 +179,8 @@ def test_a_part_of_every_batch_read_by_one_of_several_processes_needs_a_mesh(mon
         mtl.fit(MODEL, TASKS, parts, epochs=1, **OPTIONS)
     with pytest.raises(ValueError, match="predict reads whole batches"):
         mtl.predict(MODEL, TASKS, {}, parts, input_key="x")
+    with pytest.raises(ValueError, match="fit_seeds trains in each process on its own device"):
+        fit_seeds(MODEL, TASKS, parts, seeds=[0, 1], epochs=1, input_key="x", progress=False)
 
 
 def test_a_list_of_batches_is_read_again_each_epoch_and_a_short_batch_does_not_recompile():

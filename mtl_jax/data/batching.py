@@ -82,10 +82,10 @@ def batches(data, batch_size: int, *, seed: int | None = None, epoch: int = 0,
         raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
     if is_batch_stream(data):  # the user's batches, as they come (padded to the first one's size)
         if count > 1 and data.shard != (index, count):
-            raise ValueError(f"batches of process {index} of {count} were asked of batches read "
-                             + ("whole: give a function (epoch, shard) that reads each process's part" if data.shard is None
-                                else f"as part {data.shard}: the mesh's devices are not in the processes' order "
-                                     "(build it from jax.devices(), as make_mesh does)"))
+            why = ("whole: give a function (epoch, shard) that reads each process's part" if data.shard is None
+                   else f"as part {data.shard}: the mesh's devices are not in the processes' order (build it from "
+                        "jax.devices(), as make_mesh does)")
+            raise ValueError(f"batches of process {index} of {count} were asked of batches read {why}")
         for batch in data.epoch(epoch, start_step):
             if check is not None:
                 check(batch)

@@ -240,7 +240,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], train, *,
     for data in (train, validation):
         _parts(data, mesh)  # a function of (epoch, shard) across processes needs a mesh
     if mesh is not None and is_batch_stream(train):
-        check_batch_size(mesh, train.global_rows or train.batch_size, "the first batch's size (every process's part together)")
+        check_batch_size(mesh, train.global_rows or train.batch_size,
+                         "the first batch's size (every process's part together)")
     elif mesh is not None:
         check_batch_size(mesh, batch_size if is_mixture(train) else min(batch_size, num_examples(train)))
     check_fsdp_min_size(fsdp_min_size)

@@ -146,6 +146,10 @@ def fit_seeds(model: nn.Module, tasks: Sequence[Task], train, *, seeds: Sequence
     TaskMixture or batches); ``nonfinite="raise"`` ends the failing run with its error in its
     :class:`SeedRun` (the others train on), ``"skip"`` counts the step (``skipped_steps``).
 
+    The seeds train on one device (no mesh): with several processes each trains every seed on
+    its own first device, so run it in one process (``mtl-jax compare`` over several processes
+    trains seeds one by one over the mesh instead).
+
     Raises ValueError/KeyError for bad data, seeds or options, before anything is compiled.
     """
     from mtl_jax.train.loop import DEFAULT_OPTIMIZER, _monitor, checked_data  # the same checks as fit
@@ -153,6 +157,10 @@ def fit_seeds(model: nn.Module, tasks: Sequence[Task], train, *, seeds: Sequence
     seeds = check_seeds(seeds)
     tasks, train, validation, check_train, check_validation = checked_data(model, tasks, train, validation,
                                                                            input_key, nonfinite, epochs)
+    for data in (train, validation):
+        if is_batch_stream(data) and data.shard is not None and data.shard[1] > 1:
+            raise ValueError("fit_seeds trains in each process on its own device: give it whole batches, not a "
+                             "function (epoch, shard) reading one process's part")
     for name, value in (("batch_size", batch_size), ("fetch_every", fetch_every),
                         ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size)):
         checks.check_count(name, value, 1)
