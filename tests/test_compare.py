@@ -188,6 +188,40 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
     assert {r["group"] for r in rows} == {"uw"}
 
 
+def test_workers_sharing_a_workdir_pass_by_the_run_another_is_training(tmp_path, data_dir, capsys):
+    """A second ``mtl-jax compare`` on the same workdir (simulated: another live process holds one
+    run's lock, as workdir_lock leaves it) trains the rest, leaves that run alone (no error
+    recorded, not refused as unfinished) and lists it as not finished; once it is free, the
+    command trains only it."""
+    import fcntl
+    import os
+    import socket
+
+    axes = {"method": {"uw": ["weighting=uw"], "equal": ["weighting=equal"]}}
+    path = _write(tmp_path, axes, seeds=(0,))
+    path.write_text(path.read_text().replace("return config", "config.single_task = False\n    return config"))
+    work, busy = tmp_path / "work", tmp_path / "work" / "runs" / "method=equal" / "seed0"
+    busy.mkdir(parents=True)
+    (busy / "history.json").write_text("{}")  # its worker's run shows (an unfinished run, were nobody on it)
+    lock = os.open(busy / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(lock, json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}).encode())
+    try:
+        summary = compare(path, work, progress=False, data_dir=data_dir)
+    finally:
+        (busy / ".lock").unlink()
+        os.close(lock)
+    assert "method=equal/seed0: being trained by another process; passed by" in capsys.readouterr().out
+    groups = {g.name: g for g in summary["datasets"][""]}
+    assert groups["uw"].seeds == [0] and "another process is training it" in groups["equal"].failed[0]
+    assert not (busy / "error.json").exists() and not (busy / "run.json").exists()
+    uw_record = (work / "runs" / "method=uw" / "seed0" / "run.json").read_text()
+    (busy / "history.json").unlink()  # (the simulated worker left nothing to resume)
+    again = compare(path, work, progress=False, data_dir=data_dir)
+    assert {g.name: g for g in again["datasets"][""]}["equal"].seeds == [0]
+    assert (work / "runs" / "method=uw" / "seed0" / "run.json").read_text() == uw_record  # not trained again
+
+
 def test_an_interrupted_run_is_continued_only_with_resume(tmp_path, data_dir):
     path = _write(tmp_path, {"method": {"equal": ["weighting=equal"]}}, seeds=(0,))
     work = tmp_path / "work"

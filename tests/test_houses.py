@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -49,6 +51,31 @@ def test_prepared_data_are_reused_from_the_cache(tiny_houses, data_dir):
     stamp = {p: p.stat().st_mtime for p in prepared[0].iterdir()}
     load_houses(train_size=96, validation_size=40, test_size=40, seed=0, data_dir=data_dir)
     assert {p: p.stat().st_mtime for p in prepared[0].iterdir()} == stamp
+
+
+def test_a_dataset_another_process_is_generating_is_waited_for_and_not_generated_again(tmp_path):
+    """Independent processes sharing a data folder (e.g. several `mtl-jax compare` workers) take
+    turns through the dataset's lock file: a load waits while the lock is held elsewhere, then
+    finds the data prepared (simulated: the lock held here through another file description)."""
+    import fcntl
+    import threading
+
+    from mtl_jax.data.houses_builder import houses_config
+
+    builder = Houses(config=houses_config(16, 8, 8, 0), data_dir=str(tmp_path), file_format="array_record")
+    lock = open(tmp_path / f".{builder.info.full_name.replace('/', '_')}.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    loaded = {}
+    worker = threading.Thread(target=lambda: loaded.update(load_houses(16, 8, 8, 0, data_dir=tmp_path)), daemon=True)
+    worker.start()
+    worker.join(timeout=1.0)
+    assert worker.is_alive() and not builder.is_prepared()  # waiting, nothing written
+    builder.download_and_prepare()  # "the other process" generates meanwhile...
+    stamp = {p: p.stat().st_mtime_ns for p in Path(builder.data_dir).iterdir()}
+    lock.close()  # ...and lets go
+    worker.join(timeout=60)
+    assert not worker.is_alive() and len(loaded["train"]["price"]) == 16
+    assert {p: p.stat().st_mtime_ns for p in Path(builder.data_dir).iterdir()} == stamp  # not generated again
 
 
 def test_invalid_sizes_are_refused(tmp_path):

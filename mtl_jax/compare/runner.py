@@ -23,6 +23,12 @@ makes it, plus ``run.json``: its test metrics, steps and seconds, written last),
   resume trains alone; a group that runs out of device memory is halved until it fits. A
   group interrupted before it finished trains again from the start (nothing of it is written
   before it ends).
+* Several workers on one workdir: ``mtl-jax compare`` started N times on the same config and
+  workdir (e.g. one per GPU: ``CUDA_VISIBLE_DEVICES=i``) share the grid. Each takes a run's
+  lock before training it and passes by a run another worker holds or has finished, so every
+  run trains once; each writes the tables when it ends (the last one's are complete; a run
+  still training elsewhere is listed as not finished yet), and running the command again
+  afterwards trains nothing and rewrites them.
 * Several processes (``mtl-jax compare --coordinator ... --num-processes N --process-id I``,
   or ``--distributed``): every process runs the same grid in the same order and each run
   trains over all their devices, as ``mtl-jax train`` does (so seeds train one by one).
@@ -32,6 +38,7 @@ makes it, plus ``run.json``: its test metrics, steps and seconds, written last),
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -46,6 +53,7 @@ from mtl_jax.config import CONFIG_FILE, apply_overrides, config_changes, load_co
 from mtl_jax.distributed import as_process_0_sees
 from mtl_jax.files import write_json
 from mtl_jax.train.run_workdir import previous_run
+from mtl_jax.train.workdir_lock import WorkdirInUse, in_use, workdir_lock
 
 RUN_FILE = "run.json"
 ERROR_FILE = "error.json"
@@ -134,12 +142,13 @@ def compare(path: str | Path, workdir: str | Path, *, overrides: Sequence[str] =
         print(f"[{done + 1}-{done + len(group)}/{len(grid)}] {names}" if len(group) > 1
               else f"[{done + 1}/{len(grid)}] {names}", flush=True)
         done += len(group)
-        for run in group:
-            (folders[run] / ERROR_FILE).unlink(missing_ok=True)
-        if len(group) == 1:
-            _train_one(group[0], configs, folders, config, resume, progress, data_dir)
-        else:
-            _train_together(group, configs, folders, config, progress, data_dir)
+        with _claimed(group, folders) as group:
+            for run in group:
+                (folders[run] / ERROR_FILE).unlink(missing_ok=True)
+            if len(group) == 1:
+                _train_one(group[0], configs, folders, config, resume, progress, data_dir)
+            elif group:
+                _train_together(group, configs, folders, config, progress, data_dir)
     summary = summarise_grid(grid, {run: _read(folders[run]) for run in grid}, keys_of)
     write_report(summary, workdir)
     return summary
@@ -150,12 +159,35 @@ _TODO, _FINISHED, _CHANGED, _UNFINISHED = range(4)
 
 def _state(folder: Path, config: ml_collections.ConfigDict, resume: bool) -> int:
     """Whether the run in ``folder`` is to train, finished, or refused (finished with another
-    config; unfinished or failed without ``resume``)."""
+    config; unfinished or failed without ``resume``). A run another process is training is to
+    train: :func:`_claimed` passes it by when its turn comes."""
     if (folder / RUN_FILE).exists():
         return _CHANGED if config_changes(read_config(folder), config) else _FINISHED
-    if not resume and (previous_run(folder) or (folder / ERROR_FILE).exists()):
+    if not resume and not in_use(folder) and (previous_run(folder) or (folder / ERROR_FILE).exists()):
         return _UNFINISHED
     return _TODO
+
+
+@contextlib.contextmanager
+def _claimed(group: list[Run], folders: dict):
+    """The runs of ``group`` this process may train now, each run folder's lock held meanwhile:
+    a run another process (another ``mtl-jax compare`` on this workdir) is training, or has
+    finished since this one started, is passed by. With several processes, process 0 claims
+    for all."""
+    with contextlib.ExitStack() as stack:
+        mine = []
+        for run in group:
+            try:
+                stack.enter_context(workdir_lock(folders[run]))
+            except WorkdirInUse:
+                print(f"  {run.folder}: being trained by another process; passed by", flush=True)
+                mine.append(0)
+                continue
+            finished = (folders[run] / RUN_FILE).exists()
+            if finished:
+                print(f"  {run.folder}: finished meanwhile by another process", flush=True)
+            mine.append(0 if finished else 1)
+        yield [run for run, claimed in zip(group, as_process_0_sees(mine)) if claimed]
 
 
 def _groups(todo: list[Run], seeds_at_once: int, configs: dict, folders: dict) -> list[list[Run]]:
@@ -240,6 +272,8 @@ def _finished(folder: Path, results: dict, config, seconds: float) -> None:
 def _read(folder: Path) -> dict:
     if (folder / RUN_FILE).exists():
         return json.loads((folder / RUN_FILE).read_text())
+    if in_use(folder):
+        return {"error": "not finished yet: another process is training it (run the command again when it ends)"}
     if (folder / ERROR_FILE).exists():
         return {"error": json.loads((folder / ERROR_FILE).read_text())["error"]}
     return {"error": "not run"}

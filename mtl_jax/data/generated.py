@@ -11,6 +11,7 @@ array_record files under ``data_dir`` (default ``$MTL_JAX_DATA_DIR`` or
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sys
@@ -115,9 +116,21 @@ def read_split(source, batch_size: int = 1024) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _prepare(builder) -> None:
-    tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
-    builder.download_and_prepare()
+def _prepared(make_builder, root: Path):
+    """A builder made by ``make_builder`` whose data are prepared: generated here unless they are
+    already, under a lock file in ``root`` so that processes sharing the folder (e.g. several
+    ``mtl-jax compare`` workers) generate one dataset once, the others waiting for it."""
+    builder = make_builder()
+    if builder.is_prepared():
+        return builder
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{builder.info.full_name.replace('/', '_')}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process generates it
+        builder = make_builder()
+        if not builder.is_prepared():
+            tfds.disable_progress_bar()  # generation takes seconds; per-split bars only clutter the log
+            builder.download_and_prepare()
+    return builder
 
 
 def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | None = None, *,
@@ -132,21 +145,20 @@ def load_generated(builder_class, config: SplitsConfig, data_dir: str | Path | N
     """
     if config.name in builder_class.builder_configs:  # a registered config must be asked for by name
         config = config.name
+    root = Path(data_dir or default_data_dir())
+
     def make_builder():
-        return builder_class(config=config, data_dir=str(data_dir or default_data_dir()), file_format="array_record")
+        return builder_class(config=config, data_dir=str(root), file_format="array_record")
 
     with quiet_absl():  # "Using custom data configuration", "Downloading and preparing": nothing downloads
-        builder = make_builder()
-        # Several processes: process 0 generates first, the others wait for it, so they never
-        # write one folder at once; a process whose folder is still empty then (a disk of its
-        # own host) generates its own copy, the same data from the same config.
-        if distributed.writes_files() and not builder.is_prepared():
-            _prepare(builder)
+        # Several processes of one run: process 0 generates first, the others wait for it; a
+        # process whose folder is still empty then (a disk of its own host) generates its own
+        # copy, the same data from the same config. Independent processes sharing the folder
+        # take turns through a lock file (_prepared).
+        builder = _prepared(make_builder, root) if distributed.writes_files() else make_builder()
         if distributed.process_count() > 1:
             distributed.wait_for_all(f"mtl_jax generated {builder.info.full_name}")
-            builder = make_builder()
-            if not builder.is_prepared():
-                _prepare(builder)
+            builder = _prepared(make_builder, root)
         sources = builder.as_data_source()
     casts = dict(casts or {})
 

@@ -124,6 +124,29 @@ def workdir_lock(workdir: str | Path) -> Iterator[Path]:
         _remove_if_empty(created)
 
 
+def in_use(workdir: str | Path) -> bool:
+    """Whether another process seems to hold ``workdir``'s lock now: its lock file names a live
+    process (on this host; a process on another host counts as live). Reads only: probing with
+    ``flock`` itself could make a concurrent writer's attempt fail."""
+    path = Path(workdir).absolute()
+    if path in _held:
+        return False
+    try:
+        owner = json.loads((path / LOCK_FILE).read_text())
+        pid, host = int(owner["pid"]), owner["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no lock file, or one being written or left unreadable
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return pid != os.getpid()
+
+
 def _remove_if_empty(folders: list[Path]) -> None:
     for folder in folders:  # deepest first
         try:
