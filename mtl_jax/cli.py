@@ -75,7 +75,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--inputs", help="an .npy (or .npz with the dataset's input key) instead of a split")
     _config_arguments(sub.add_parser("config", help="print a config resolved: every field, its value and its meaning"))
     grid = sub.add_parser("compare", help="train a grid of methods x architectures x datasets x seeds and the "
-                                          "single-task baselines; write results.md/csv with delta-m%%")
+                                          "single-task baselines; write results.md/csv with delta-m%%",
+                          description="Trains every run of a compare config not yet finished in the workdir, then "
+                                      "writes results.md/csv. Several workers (e.g. one per GPU) may run this command "
+                                      "on one workdir at once: each trains the runs no other holds.")
     _config_arguments(grid, "compare config", "seeds=[0,1]")
     _run_arguments(grid, "where every run and the results table go", "continue interrupted runs and retry failed ones")
     _host_arguments(grid)
