@@ -74,6 +74,15 @@ def process_count() -> int:
     return jax.process_count()
 
 
+def process_position() -> tuple[int, int]:
+    """``(jax.process_index(), jax.process_count())``; ``(0, 1)`` with one process."""
+    if process_count() == 1:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
 def writes_files() -> bool:
     """Whether this process writes the run's files: process 0 of several, or the only one."""
     jax = sys.modules.get("jax")

@@ -157,3 +157,12 @@ def mock_tfds(num_examples: int):
             mocking._getitems = real
 
     return patched()
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a coordinator of processes under test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

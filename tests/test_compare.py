@@ -160,7 +160,7 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
     import subprocess
     import sys
 
-    from test_distributed import _free_port
+    from conftest import free_port
 
     path, work, _ = finished
     grid_path = tmp_path / "grid.py"
@@ -169,7 +169,7 @@ def test_two_processes_run_a_grid_as_one_process_does_and_process_0_writes_the_t
     env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
            "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
     command = [sys.executable, "-m", "mtl_jax.cli", "compare", "--config", str(grid_path), "--workdir",
-               str(tmp_path / "two"), "--quiet", "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+               str(tmp_path / "two"), "--quiet", "--coordinator", f"localhost:{free_port()}", "--num-processes", "2"]
     processes = [subprocess.Popen([*command, "--process-id", str(i)], cwd=Path(__file__).resolve().parents[1],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=150) for p in processes]

@@ -5,7 +5,6 @@ process 0 generated while the other waited; only process 0 writes the run's file
 one process. The connection arguments are checked before JAX starts."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 from mtl_jax import distributed
 from mtl_jax.config import load_config
 from mtl_jax.experiment import evaluate_run, train_and_evaluate
+
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,19 +31,13 @@ OVERRIDES = ["data.train_size=64", "data.validation_size=32", "data.test_size=32
              'mesh={"data": 1, "fsdp": 2}', "fsdp_min_size=64"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.long
 def test_two_processes_train_one_run_as_one_process_does_and_only_process_0_writes(tmp_path):
     """Both processes start on an empty data folder: process 0 generates the dataset while the
     other waits; each then reads only its half of every batch from the streamed split, and holds
     half of the larger parameters and moments (FSDP across the processes), also when the test
     split is scored at the end."""
-    workdir, port, data_dir = tmp_path / "two", _free_port(), tmp_path / "data"
+    workdir, port, data_dir = tmp_path / "two", free_port(), tmp_path / "data"
     # compiled without LLVM's optimisations, as the suite's in-process programs are (tests/conftest.py)
     env = {**os.environ, "MTL_JAX_DATA_DIR": str(data_dir),
            "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
@@ -114,7 +109,7 @@ def test_two_processes_each_reading_its_part_of_every_batch_train_the_whole_batc
     import mtl_jax as mtl
     from mtl_jax.models import MLP, hard_sharing
 
-    script, port, out = tmp_path / "parts.py", _free_port(), tmp_path / "two.npz"
+    script, port, out = tmp_path / "parts.py", free_port(), tmp_path / "two.npz"
     script.write_text(PARTS_SCRIPT)
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
     processes = [subprocess.Popen([sys.executable, str(script), f"localhost:{port}", str(i), str(out)], cwd=ROOT,

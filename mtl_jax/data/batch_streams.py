@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from mtl_jax.distributed import process_position
 from mtl_jax.tasks import EXAMPLE_MASK_KEY
 
 
@@ -128,17 +129,6 @@ def takes_shard(function: Callable) -> bool:
         return "shard" in inspect.signature(function).parameters
     except (TypeError, ValueError):  # no signature (some builtins)
         return False
-
-
-def process_position() -> tuple[int, int]:
-    """``(jax.process_index(), jax.process_count())``; ``(0, 1)`` with one process."""
-    from mtl_jax.distributed import process_count
-
-    if process_count() == 1:
-        return 0, 1
-    import jax
-
-    return jax.process_index(), jax.process_count()
 
 
 def is_batch_stream(data: Any) -> bool:
